@@ -1,0 +1,15 @@
+"""sb3-mb: model-based reinforcement learning (world models) for Stable-Baselines3.
+
+Importing this package registers the Gymnasium environments of :mod:`sb3_mb.envs` and exports every
+algorithm class listed in :mod:`sb3_mb.registry`.
+"""
+
+import os
+
+from sb3_mb import envs  # noqa: F401  (registers the environments)
+from sb3_mb.registry import ALGOS, AlgoSpec, get_algorithm, list_algorithms
+
+with open(os.path.join(os.path.dirname(__file__), "version.txt")) as _file_handler:
+    __version__ = _file_handler.read().strip()
+
+__all__ = ["ALGOS", "AlgoSpec", "get_algorithm", "list_algorithms", "__version__"]

@@ -1,0 +1,1 @@
+"""World-model parts shared by two or more methods."""
