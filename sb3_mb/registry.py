@@ -28,6 +28,7 @@ class AlgoSpec:
     :param stateful: ``predict`` carries a recurrent ``state`` (belief, LSTM state, warm-start plan).
     :param test_env: environment id the shared algorithm tests train on.
     :param test_kwargs: constructor arguments that make a test run take seconds, not minutes.
+    :param test_timesteps: ``learn`` budget of the shared tests (env steps), past any warm-up.
     """
 
     name: str
@@ -36,6 +37,7 @@ class AlgoSpec:
     stateful: bool = False
     test_env: str = "Pendulum-v1"
     test_kwargs: dict[str, Any] = field(default_factory=dict)
+    test_timesteps: int = 200
 
     def load_class(self) -> type:
         module_name, _, class_name = self.class_path.partition(":")

@@ -1,0 +1,181 @@
+"""Milliseconds per action of the Gaussian CEM at PlaNet's size, and its FLOP/s vs dense matmul FLOP/s.
+
+Planner: horizon 12, 1000 candidates, top-k 100, 10 iterations (spec ``planet.md`` 3.1). The stand-in
+objective does the work of PlaNet's RSSM prior rollout plus reward head for all candidates in one batch:
+per step ``x = relu(W [s, a])`` (30 + A -> 200), ``h = GRUCell(x, h)`` (200), ``relu(dense(h))`` (200),
+mean / std heads (200 -> 2 x 30), a reparameterised sample, and the 3 x 300 ReLU reward MLP on ``[h, s]``.
+Its matmul FLOPs are counted analytically (2 m n k per matmul; elementwise work is not counted). The
+reference is a large ``torch.matmul`` timed in the same process.
+
+Usage::
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/planner_speed.py [--device cpu] [--repeats 5]
+
+Writes ``benchmarks/results/planner_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch as th
+from torch import nn
+
+from sb3_mb.common.planners import GaussianCEM
+
+BELIEF, STATE, HIDDEN, REWARD_HIDDEN = 200, 30, 200, 300
+
+
+class PriorRolloutStandIn(nn.Module):
+    """PlaNet-sized prior rollout + reward head; ``objective(actions) -> summed predicted rewards``."""
+
+    def __init__(self, action_dim: int):
+        super().__init__()
+        self.embed = nn.Linear(STATE + action_dim, HIDDEN)
+        self.cell = nn.GRUCell(HIDDEN, BELIEF)
+        self.prior_hidden = nn.Linear(BELIEF, HIDDEN)
+        self.prior_head = nn.Linear(HIDDEN, 2 * STATE)
+        self.reward = nn.Sequential(
+            nn.Linear(BELIEF + STATE, REWARD_HIDDEN),
+            nn.ReLU(),
+            nn.Linear(REWARD_HIDDEN, REWARD_HIDDEN),
+            nn.ReLU(),
+            nn.Linear(REWARD_HIDDEN, REWARD_HIDDEN),
+            nn.ReLU(),
+            nn.Linear(REWARD_HIDDEN, 1),
+        )
+
+    @staticmethod
+    def flops_per_step(action_dim: int) -> int:
+        """Matmul FLOPs of one rollout step of one candidate."""
+        macs = (
+            (STATE + action_dim) * HIDDEN
+            + 3 * (HIDDEN * BELIEF + BELIEF * BELIEF)  # GRU input and hidden gates
+            + BELIEF * HIDDEN
+            + HIDDEN * 2 * STATE
+            + (BELIEF + STATE) * REWARD_HIDDEN
+            + 2 * REWARD_HIDDEN * REWARD_HIDDEN
+            + REWARD_HIDDEN
+        )
+        return 2 * macs
+
+    @th.no_grad()
+    def forward(
+        self, actions: th.Tensor, belief: th.Tensor, state: th.Tensor, generator: th.Generator
+    ) -> th.Tensor:
+        batch, n_candidates, horizon, _ = actions.shape
+        h = belief[:, None].expand(batch, n_candidates, BELIEF).reshape(-1, BELIEF)
+        s = state[:, None].expand(batch, n_candidates, STATE).reshape(-1, STATE)
+        flat_actions = actions.reshape(batch * n_candidates, horizon, -1)
+        total = th.zeros(batch * n_candidates, device=actions.device)
+        for t in range(horizon):
+            x = th.relu(self.embed(th.cat([s, flat_actions[:, t]], dim=-1)))
+            h = self.cell(x, h)
+            mean, std = self.prior_head(th.relu(self.prior_hidden(h))).chunk(2, dim=-1)
+            std = nn.functional.softplus(std) + 0.1
+            s = mean + std * th.randn(mean.shape, generator=generator, device=mean.device)
+            total += self.reward(th.cat([h, s], dim=-1))[:, 0]
+        return total.reshape(batch, n_candidates)
+
+
+def matmul_flops_per_second(device: th.device, size: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` dense float32 ``size x size`` matmul throughput."""
+    a, b = th.randn(size, size, device=device), th.randn(size, size, device=device)
+    th.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        th.matmul(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def _sync(device: th.device) -> None:
+    if device.type == "cuda":
+        th.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--action-dim", type=int, default=6)  # cheetah-run
+    parser.add_argument("--batch", type=int, default=1, help="envs planned for at once")
+    parser.add_argument(
+        "--output", default=os.path.join(os.path.dirname(__file__), "results", "planner_speed.json")
+    )
+    args = parser.parse_args()
+    if "OMP_NUM_THREADS" in os.environ:
+        th.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    device = th.device(args.device)
+    th.manual_seed(0)
+    generator = th.Generator(device=device).manual_seed(0)
+
+    cem = GaussianCEM(planning_horizon=12, action_dim=args.action_dim)  # 1000 / 100 / 10
+    model = PriorRolloutStandIn(args.action_dim).to(device)
+    belief = th.zeros(args.batch, BELIEF, device=device)
+    state = th.zeros(args.batch, STATE, device=device)
+
+    def objective(actions: th.Tensor) -> th.Tensor:
+        return model(actions, belief, state, generator)
+
+    def time_plan(obj) -> list[float]:
+        plan = cem.initial_plan(args.batch)
+        cem.plan(obj, plan, generator=generator, device=device)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            _sync(device)
+            start = time.perf_counter()
+            result = cem.plan(obj, plan, generator=generator, device=device)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+            plan = result.warm_start
+        return times
+
+    times = time_plan(objective)
+    overhead = time_plan(lambda a: a.sum(dim=(-1, -2)))  # the CEM alone (sampling, top-k, refit)
+    model_flops = (
+        PriorRolloutStandIn.flops_per_step(args.action_dim)
+        * cem.planning_horizon
+        * cem.n_candidates
+        * cem.n_iterations
+        * args.batch
+    )
+    seconds = float(np.median(times))
+    achieved = model_flops / seconds
+    peak = matmul_flops_per_second(device)
+    results = {
+        "device": str(device),
+        "threads": th.get_num_threads(),
+        "torch": th.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "planning_horizon": cem.planning_horizon,
+        "n_candidates": cem.n_candidates,
+        "n_elites": cem.n_elites,
+        "n_iterations": cem.n_iterations,
+        "action_dim": args.action_dim,
+        "batch": args.batch,
+        "ms_per_action": 1000 * seconds / args.batch,
+        "ms_per_plan_call": 1000 * seconds,
+        "ms_per_plan_call_all": [1000 * t for t in times],
+        "cem_overhead_ms_per_call": 1000 * float(np.median(overhead)),
+        "model_gflop_per_call": model_flops / 1e9,
+        "achieved_gflops": achieved / 1e9,
+        "matmul_gflops": peak / 1e9,
+        "fraction_of_matmul_peak": achieved / peak,
+    }
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as file:
+        json.dump(results, file, indent=2)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
