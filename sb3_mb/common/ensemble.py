@@ -1,0 +1,578 @@
+"""Vectorised ensemble MLP (E members as one batched matmul) and its trainer with early stopping.
+
+The ensemble is the dynamics model of MBPO / VaGraM (Janner et al. 2019, App. C; Voelcker et al. 2022,
+``VAMLMLP``) and of STEVE (Buckman et al. 2018, ``worldmodel.py``): ``E`` independent MLPs whose weights are
+stored as ``(E, in, out)`` tensors, so a forward pass over all members is one ``torch.baddbmm`` per layer and
+there is no Python loop over members.
+
+Two heads:
+
+- Gaussian (PETS / MBPO): mean and log-variance, the log-variance softly bounded by learned ``max_logvar`` /
+  ``min_logvar`` (Chua et al. 2018, App. A.1)::
+
+      logvar = max_logvar - softplus(max_logvar - logvar)
+      logvar = min_logvar + softplus(logvar - min_logvar)
+
+- deterministic (VaGraM, STEVE): the mean only; ``forward`` returns ``logvar=None``.
+
+Inputs are normalised inside ``forward`` by :class:`Normalizer`, whose mean and std are registered buffers
+(saved with ``state_dict``) fitted on the training inputs by :class:`EnsembleTrainer`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "EnsembleLinear",
+    "EnsembleMLP",
+    "EnsembleTrainer",
+    "EnsembleTrainResult",
+    "LossFn",
+    "Normalizer",
+    "gaussian_nll",
+    "mse_loss",
+]
+
+#: Pluggable model loss: ``loss_fn(pred_mean, pred_logvar, target, batch_indices) -> (E,)``.
+#: ``pred_mean``, ``target``: ``(E, batch, out_dim)``; ``pred_logvar``: same shape or ``None`` (deterministic
+#: head); ``batch_indices``: ``(E, batch)`` long tensor, the dataset index (for MBPO: the replay-buffer index)
+#: of every example each member sees. Returns one loss per member, shape ``(E,)``.
+LossFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def _make_activation(activation: str | type[nn.Module] | nn.Module) -> nn.Module:
+    if isinstance(activation, nn.Module):
+        return activation
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation()
+    try:
+        return _ACTIVATIONS[str(activation).lower()]()
+    except KeyError:
+        raise ValueError(
+            f"Unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)}"
+        ) from None
+
+
+class Normalizer(nn.Module):
+    """Per-feature standardisation ``(x - mean) / std`` with the statistics as registered buffers.
+
+    :param size: number of features.
+    :param eps: features whose std is below ``eps`` are divided by 1 (constant features, as mbrl-lib).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, size: int, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("std", torch.ones(size))
+
+    @torch.no_grad()
+    def fit(self, data: torch.Tensor) -> None:
+        """Set mean / std from ``data`` of shape ``(n, size)``."""
+        data = data.reshape(-1, self.mean.shape[0]).to(self.mean)
+        std = data.std(0, unbiased=False) if data.shape[0] > 1 else torch.ones_like(self.std)
+        self.mean.copy_(data.mean(0))
+        self.std.copy_(torch.where(std < self.eps, torch.ones_like(std), std))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
+class EnsembleLinear(nn.Module):
+    """``E`` independent affine maps applied as one batched matmul.
+
+    Weight ``(E, in_features, out_features)``, bias ``(E, 1, out_features)``; truncated-normal init with
+    std ``1 / (2 sqrt(in_features))`` cut at two std
+    (PETS / MBPO / mbrl-lib ``truncated_normal_init``), zero bias.
+
+    ``forward(x, member_idx=None)``: ``x`` of shape ``(batch, in)`` (broadcast to every member) or
+    ``(E', batch, in)`` where ``E' = E`` or ``E' = len(member_idx)`` (the rows use those members' weights).
+    Returns ``(E', batch, out)``.
+    """
+
+    def __init__(self, ensemble_size: int, in_features: int, out_features: int):
+        super().__init__()
+        self.ensemble_size, self.in_features, self.out_features = ensemble_size, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = 1.0 / (2.0 * math.sqrt(self.in_features))
+        nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor, member_idx: torch.Tensor | None = None) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if member_idx is not None:
+            weight, bias = weight[member_idx], bias[member_idx]
+        if x.dim() == 2:
+            return torch.matmul(x, weight) + bias
+        return torch.baddbmm(bias, x, weight)
+
+    def extra_repr(self) -> str:
+        return f"ensemble_size={self.ensemble_size}, in={self.in_features}, out={self.out_features}"
+
+
+class EnsembleMLP(nn.Module):
+    """Ensemble of ``E`` MLPs with a Gaussian or deterministic head, elites and an input normaliser.
+
+    :param in_dim: input size (for a dynamics model: ``obs_dim + action_dim``).
+    :param out_dim: output size (for MBPO: ``obs_dim + 1``, i.e. ``[delta_obs, reward]``).
+    :param ensemble_size: number of members ``E`` (MBPO / VaGraM: 7; STEVE: 4).
+    :param n_layers: number of hidden layers (MBPO: 4; VaGraM capacity experiments: 2-4; STEVE transition: 8).
+    :param hidden_size: units per hidden layer (MBPO: 200; capacity experiments: 64; STEVE: 512).
+    :param activation: ``"silu"`` (MBPO / VaGraM default), ``"relu"`` (STEVE), ... or an ``nn.Module``.
+    :param deterministic: mean-only head (VaGraM, STEVE) instead of mean + bounded log-variance.
+    :param n_elites: members used for prediction, chosen on the holdout (MBPO: 5 of 7). ``None``: all.
+    :param weight_decay: L2 coefficient per linear layer (``n_layers + 1`` values, MBPO's TF code uses
+        ``[2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4]``) or one float for all. The penalty
+        ``sum_l wd_l / 2 * ||W_l||^2`` (:meth:`weight_decay_loss`) equals Adam's ``weight_decay=wd``.
+    :param learn_logvar_bounds: train ``max_logvar`` / ``min_logvar`` (PETS; mbrl-lib's MBPO configs: False).
+    :param init_max_logvar: initial upper log-variance bound (PETS: 0.5).
+    :param init_min_logvar: initial lower log-variance bound (PETS: -10).
+    :raises ValueError: for non-positive sizes, ``n_elites > ensemble_size`` or a wrong ``weight_decay``
+        length.
+    """
+
+    elite_idx: torch.Tensor
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        ensemble_size: int = 7,
+        n_layers: int = 4,
+        hidden_size: int = 200,
+        activation: str | type[nn.Module] | nn.Module = "silu",
+        deterministic: bool = False,
+        n_elites: int | None = None,
+        weight_decay: float | Sequence[float] = 0.0,
+        learn_logvar_bounds: bool = False,
+        init_max_logvar: float = 0.5,
+        init_min_logvar: float = -10.0,
+    ):
+        super().__init__()
+        if min(in_dim, out_dim, ensemble_size, hidden_size) < 1 or n_layers < 0:
+            raise ValueError(
+                f"Sizes must be positive: in_dim={in_dim}, out_dim={out_dim}, ensemble_size={ensemble_size}, "
+                f"hidden_size={hidden_size}, n_layers={n_layers}"
+            )
+        n_elites = ensemble_size if n_elites is None else int(n_elites)
+        if not 1 <= n_elites <= ensemble_size:
+            raise ValueError(f"n_elites={n_elites} must lie in [1, ensemble_size={ensemble_size}]")
+        self.in_dim, self.out_dim, self.ensemble_size = in_dim, out_dim, ensemble_size
+        self.n_layers, self.hidden_size, self.deterministic = n_layers, hidden_size, deterministic
+        self.n_elites = n_elites
+
+        sizes = [in_dim] + [hidden_size] * n_layers
+        self.hidden_layers = nn.ModuleList(
+            EnsembleLinear(ensemble_size, i, o) for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        head_out = out_dim if deterministic else 2 * out_dim
+        self.output_layer = EnsembleLinear(ensemble_size, sizes[-1], head_out)
+        self.activation = _make_activation(activation)
+
+        n_linear = n_layers + 1
+        if isinstance(weight_decay, (int, float)):
+            decays = [float(weight_decay)] * n_linear
+        else:
+            decays = [float(w) for w in weight_decay]
+            if len(decays) != n_linear:
+                raise ValueError(
+                    f"weight_decay needs {n_linear} values (one per linear layer), got {len(decays)}"
+                )
+        self.weight_decay = decays
+
+        if not deterministic:
+            self.max_logvar = nn.Parameter(
+                torch.full((1, out_dim), float(init_max_logvar)), requires_grad=learn_logvar_bounds
+            )
+            self.min_logvar = nn.Parameter(
+                torch.full((1, out_dim), float(init_min_logvar)), requires_grad=learn_logvar_bounds
+            )
+        self.learn_logvar_bounds = learn_logvar_bounds and not deterministic
+        self.input_normalizer = Normalizer(in_dim)
+        self.register_buffer("elite_idx", torch.arange(n_elites))
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, x: torch.Tensor, member_idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Predict mean and log-variance for every member.
+
+        :param x: raw (un-normalised) input ``(batch, in_dim)``, broadcast to all members, or
+            ``(E, batch, in_dim)`` one slice per member, or ``(len(member_idx), batch, in_dim)``.
+        :param member_idx: optional long tensor ``(K,)`` selecting which members' weights row ``k`` uses.
+        :return: ``(mean, logvar)``, each ``(E or K, batch, out_dim)``; ``logvar`` is ``None`` for the
+            deterministic head.
+        """
+        h = self.input_normalizer.normalize(x)
+        for layer in self.hidden_layers:
+            h = self.activation(layer(h, member_idx))
+        out = self.output_layer(h, member_idx)
+        if self.deterministic:
+            return out, None
+        mean, logvar = out[..., : self.out_dim], out[..., self.out_dim :]
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
+    def sample(
+        self,
+        x: torch.Tensor,
+        member_idx: torch.Tensor | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``mean + std * N(0, 1)`` per member (or ``mean`` when deterministic / deterministic head).
+
+        Shapes as :meth:`forward`; ``generator`` must live on the model's device.
+        """
+        mean, logvar = self(x, member_idx)
+        if deterministic or logvar is None:
+            return mean
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(0.5 * logvar) * noise
+
+    # ------------------------------------------------------------------ regularisers
+    def weight_decay_loss(self) -> torch.Tensor:
+        """``sum_l wd_l / 2 * ||W_l||^2`` over the linear layers (all members), a scalar."""
+        layers = [*self.hidden_layers, self.output_layer]
+        total = self.output_layer.weight.new_zeros(())
+        for decay, layer in zip(self.weight_decay, layers, strict=True):
+            if decay > 0:
+                total = total + 0.5 * decay * layer.weight.pow(2).sum()
+        return total
+
+    def logvar_bound_loss(self) -> torch.Tensor:
+        """``0.01 * (sum max_logvar - sum min_logvar)`` (PETS) when the bounds are learned, else 0."""
+        if not self.learn_logvar_bounds:
+            return self.output_layer.weight.new_zeros(())
+        return 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+
+    # ------------------------------------------------------------------ members and elites
+    def member_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters with a leading member dimension ``E`` (what early stopping snapshots per member)."""
+        layers = [*self.hidden_layers, self.output_layer]
+        return {f"{i}.{name}": p for i, layer in enumerate(layers) for name, p in layer.named_parameters()}
+
+    def set_elites(self, elite_idx: Sequence[int] | torch.Tensor) -> None:
+        """Set the elite members (``n_elites`` distinct indices in ``[0, E)``)."""
+        idx = torch.as_tensor(elite_idx, dtype=torch.long, device=self.elite_idx.device).flatten()
+        if idx.numel() != self.n_elites or len(set(idx.tolist())) != idx.numel():
+            raise ValueError(f"Expected {self.n_elites} distinct elite indices, got {idx.tolist()}")
+        if idx.min() < 0 or idx.max() >= self.ensemble_size:
+            raise ValueError(f"Elite indices {idx.tolist()} out of range [0, {self.ensemble_size})")
+        self.elite_idx.copy_(idx)
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def gaussian_nll(
+    pred_mean: torch.Tensor, pred_logvar: torch.Tensor | None, target: torch.Tensor, batch_indices=None
+) -> torch.Tensor:
+    """Gaussian negative log-likelihood without constants, per member: ``(E,)``.
+
+    ``mean over batch and dims of (mean - target)^2 * exp(-logvar) + logvar`` (PETS / MBPO model loss).
+
+    :raises ValueError: for a deterministic head (``pred_logvar is None``).
+    """
+    if pred_logvar is None:
+        raise ValueError("The Gaussian NLL loss needs a Gaussian head (deterministic=False)")
+    inv_var = torch.exp(-pred_logvar)
+    return ((pred_mean - target).pow(2) * inv_var + pred_logvar).mean(dim=(-2, -1))
+
+
+def mse_loss(
+    pred_mean: torch.Tensor, pred_logvar: torch.Tensor | None, target: torch.Tensor, batch_indices=None
+) -> torch.Tensor:
+    """Mean squared error per member ``(E,)``: mean over batch and output dims."""
+    return (pred_mean - target).pow(2).mean(dim=(-2, -1))
+
+
+_BUILTIN_LOSSES: dict[str, LossFn] = {"nll": gaussian_nll, "mse": mse_loss}
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+@dataclass
+class EnsembleTrainResult:
+    """What :meth:`EnsembleTrainer.train` returns.
+
+    :param train_losses: mean training loss over members and batches, one float per epoch.
+    :param holdout_losses: holdout score per member ``(E,)``, one array per epoch.
+    :param best_holdout: holdout score ``(E,)`` of the kept (best) snapshot of every member.
+    :param elites: indices of the ``n_elites`` members with the lowest ``best_holdout``.
+    :param n_epochs: epochs run.
+    :param stopped_early: the patience rule ended training before ``max_epochs``.
+    """
+
+    train_losses: list[float] = field(default_factory=list)
+    holdout_losses: list[np.ndarray] = field(default_factory=list)
+    best_holdout: np.ndarray | None = None
+    elites: np.ndarray | None = None
+    n_epochs: int = 0
+    stopped_early: bool = False
+
+
+class EnsembleTrainer:
+    """Fit an :class:`EnsembleMLP` on ``(inputs, targets)`` with a holdout set and MBPO's early stopping.
+
+    Source: MBPO (Janner et al. 2019), ``mbpo/models/bnn.py``: the holdout is a random split; after every
+    epoch each member's holdout score is compared with its best; a member *improves* when
+    ``(best - score) / |best| > improvement_threshold`` and its weights are snapshotted; training stops after
+    ``patience`` epochs in which no member improved, and every member is restored to its best snapshot.
+    Elites are the ``model.n_elites`` members with the lowest best holdout score.
+
+    Data sampling per member (``sampling``):
+
+    - ``"bootstrap"`` (PETS / MBPO): each member trains on its own resample with replacement of the training
+      split, drawn once per :meth:`train` call and reshuffled every epoch;
+    - ``"permute"``: each member sees every training example, in its own order;
+    - ``"random_member"`` (STEVE, ``worldmodel.py``): every example trains one random member: each epoch the
+      shuffled training split is cut into ``E`` equal parts, part ``m`` for member ``m``.
+
+    :param model: the ensemble to train.
+    :param learning_rate: Adam learning rate (MBPO: 1e-3).
+    :param batch_size: examples per member per gradient step (MBPO TF: 256; VaGraM Hopper: 1024).
+    :param holdout_ratio: fraction of the data held out (MBPO: 0.2); 0 means no holdout: scores are then
+        computed on the training data and training runs ``max_epochs``.
+    :param max_holdout: cap on the holdout size (MBPO: 5000).
+    :param max_epochs: epoch cap (``None``: only early stopping; requires a holdout).
+    :param patience: epochs without improvement before stopping (MBPO TF: 5; mbrl-lib / VaGraM: 10).
+    :param improvement_threshold: relative improvement that counts (MBPO: 0.01).
+    :param sampling: ``"bootstrap"``, ``"permute"`` or ``"random_member"`` (see above).
+    :param loss: ``"nll"`` (Gaussian NLL, default), ``"mse"`` or a :data:`LossFn` callable.
+    :param holdout_metric: ``"mse"`` (MBPO / mbrl-lib: elites and early stopping on the holdout MSE),
+        ``"loss"`` (the training loss on the holdout; needed by losses that score differently, e.g. VaGraM),
+        or a :data:`LossFn`. Default: ``"mse"`` for the built-in losses, ``"loss"`` for a callable. The metric
+        is evaluated under ``torch.no_grad()``: a callable that needs autograd (value gradients) must enable
+        it itself.
+    :param max_grad_norm: optional global gradient-norm clip (``None``: no clipping, as MBPO).
+    :raises ValueError: on unknown names, a NaN/inf loss (naming the epoch), or no holdout and no epoch cap.
+    """
+
+    def __init__(
+        self,
+        model: EnsembleMLP,
+        learning_rate: float = 1e-3,
+        batch_size: int = 256,
+        holdout_ratio: float = 0.2,
+        max_holdout: int = 5000,
+        max_epochs: int | None = None,
+        patience: int = 5,
+        improvement_threshold: float = 0.01,
+        sampling: str = "bootstrap",
+        loss: str | LossFn = "nll",
+        holdout_metric: str | LossFn | None = None,
+        max_grad_norm: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ):
+        if sampling not in ("bootstrap", "permute", "random_member"):
+            raise ValueError(f"sampling must be 'bootstrap', 'permute' or 'random_member', got {sampling!r}")
+        if not 0.0 <= holdout_ratio < 1.0:
+            raise ValueError(f"holdout_ratio must lie in [0, 1), got {holdout_ratio}")
+        self.model = model
+        self.batch_size, self.holdout_ratio, self.max_holdout = (
+            int(batch_size),
+            float(holdout_ratio),
+            max_holdout,
+        )
+        self.max_epochs, self.patience, self.improvement_threshold = (
+            max_epochs,
+            int(patience),
+            improvement_threshold,
+        )
+        self.sampling, self.max_grad_norm = sampling, max_grad_norm
+        self.loss_fn = self._resolve_loss(loss)
+        if holdout_metric is None:
+            holdout_metric = "mse" if isinstance(loss, str) else "loss"
+        self.holdout_fn = self.loss_fn if holdout_metric == "loss" else self._resolve_loss(holdout_metric)
+        self.optimizer = optimizer or torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad], lr=learning_rate
+        )
+
+    @staticmethod
+    def _resolve_loss(loss: str | LossFn) -> LossFn:
+        if callable(loss):
+            return loss
+        try:
+            return _BUILTIN_LOSSES[str(loss)]
+        except KeyError:
+            raise ValueError(f"Unknown loss {loss!r}; expected 'nll', 'mse', 'loss' or a callable") from None
+
+    # ------------------------------------------------------------------ helpers
+    def _member_orders(
+        self, n_train: int, bootstrap: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Per-epoch example order: ``(E, n_per_member)`` positions into the training split."""
+        n_members = self.model.ensemble_size
+        if self.sampling == "bootstrap":
+            perm = torch.argsort(torch.rand(n_members, n_train, generator=generator), dim=1)
+            return torch.gather(bootstrap, 1, perm)
+        if self.sampling == "permute":
+            return torch.argsort(torch.rand(n_members, n_train, generator=generator), dim=1)
+        per_member = n_train // n_members
+        if per_member == 0:
+            raise ValueError(
+                f"random_member sampling needs at least E={n_members} training examples, got {n_train}"
+            )
+        perm = torch.randperm(n_train, generator=generator)[: per_member * n_members]
+        return perm.view(n_members, per_member)
+
+    def _check_finite(self, value: torch.Tensor, what: str, epoch: int) -> None:
+        if not torch.isfinite(value).all():
+            raise ValueError(
+                f"Non-finite {what} in ensemble training at epoch {epoch}: {value.detach().cpu().tolist()}. "
+                "Check the data for NaN/inf and lower the learning rate."
+            )
+
+    @torch.no_grad()
+    def evaluate(
+        self, inputs: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, chunk_size: int = 4096
+    ) -> torch.Tensor:
+        """Holdout score per member ``(E,)`` on ``(n, in_dim)`` / ``(n, out_dim)`` data (the same for all)."""
+        n_members = self.model.ensemble_size
+        total = torch.zeros(n_members, device=inputs.device)
+        n = inputs.shape[0]
+        for start in range(0, n, chunk_size):
+            sl = slice(start, min(start + chunk_size, n))
+            mean, logvar = self.model(inputs[sl])
+            target = targets[sl].unsqueeze(0).expand(n_members, -1, -1)
+            idx = indices[sl].unsqueeze(0).expand(n_members, -1)
+            total += self.holdout_fn(mean, logvar, target, idx) * (sl.stop - sl.start)
+        return total / max(n, 1)
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        indices: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        max_epochs: int | None = None,
+        fit_normalizer: bool = True,
+    ) -> EnsembleTrainResult:
+        """Train until early stopping (or ``max_epochs``), restore each member's best snapshot, set elites.
+
+        :param inputs: ``(n, in_dim)`` raw inputs (normalised by the model; the normaliser is fitted on the
+            training split when ``fit_normalizer``).
+        :param targets: ``(n, out_dim)``.
+        :param indices: ``(n,)`` long dataset indices passed to the loss as ``batch_indices`` (MBPO: replay
+            indices, the key of the value-gradient cache). Default ``arange(n)``.
+        :param generator: CPU ``torch.Generator`` for the split, bootstrap and shuffles (seeding).
+        :param max_epochs: overrides the constructor's cap for this call.
+        :return: :class:`EnsembleTrainResult`.
+        :raises ValueError: on mismatched shapes, too little data, or a non-finite loss.
+        """
+        model = self.model
+        device = model.elite_idx.device
+        inputs, targets = inputs.to(device), targets.to(device)
+        n = inputs.shape[0]
+        if targets.shape[0] != n or inputs.shape[-1] != model.in_dim or targets.shape[-1] != model.out_dim:
+            raise ValueError(
+                f"Expected inputs (n, {model.in_dim}) and targets (n, {model.out_dim}), "
+                f"got {tuple(inputs.shape)} and {tuple(targets.shape)}"
+            )
+        indices = (
+            torch.arange(n, device=device) if indices is None else indices.to(device=device, dtype=torch.long)
+        )
+        max_epochs = self.max_epochs if max_epochs is None else max_epochs
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,)).item()))
+
+        n_holdout = min(int(n * self.holdout_ratio), self.max_holdout)
+        if n - n_holdout < 1:
+            raise ValueError(f"Not enough data to train: n={n}, holdout={n_holdout}")
+        if n_holdout == 0 and max_epochs is None:
+            raise ValueError("Without a holdout (holdout_ratio=0 or tiny data) max_epochs must be set")
+        perm = torch.randperm(n, generator=generator).to(device)
+        hold_pos, train_pos = perm[:n_holdout], perm[n_holdout:]
+        if n_holdout == 0:
+            hold_pos = train_pos
+        x_train, y_train, i_train = inputs[train_pos], targets[train_pos], indices[train_pos]
+        x_hold, y_hold, i_hold = inputs[hold_pos], targets[hold_pos], indices[hold_pos]
+        if fit_normalizer:
+            model.input_normalizer.fit(x_train)
+
+        n_train = x_train.shape[0]
+        n_members = model.ensemble_size
+        bootstrap = None
+        if self.sampling == "bootstrap":
+            bootstrap = torch.randint(n_train, (n_members, n_train), generator=generator)
+
+        member_params = model.member_parameters()
+        best_state = {name: p.detach().clone() for name, p in member_params.items()}
+        best_score = torch.full((n_members,), float("inf"), device=device)
+        result = EnsembleTrainResult()
+        epochs_since_update, epoch = 0, 0
+        while max_epochs is None or epoch < max_epochs:
+            model.train()
+            order = self._member_orders(n_train, bootstrap, generator).to(device)
+            losses = []
+            for start in range(0, order.shape[1], self.batch_size):
+                pos = order[:, start : start + self.batch_size]  # (E, b)
+                mean, logvar = model(x_train[pos])
+                member_loss = self.loss_fn(mean, logvar, y_train[pos], i_train[pos])
+                self._check_finite(member_loss, "training loss", epoch)
+                loss = member_loss.sum() + model.weight_decay_loss() + model.logvar_bound_loss()
+                self.optimizer.zero_grad()
+                loss.backward()
+                if self.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+                self.optimizer.step()
+                losses.append(member_loss.detach().mean())
+            result.train_losses.append(float(torch.stack(losses).mean()))
+            model.eval()
+            score = self.evaluate(x_hold, y_hold, i_hold)
+            self._check_finite(score, "holdout score", epoch)
+            result.holdout_losses.append(score.cpu().numpy())
+            epoch += 1
+
+            improvement = (best_score - score) / best_score.abs().clamp_min(1e-12)
+            improved = torch.isinf(best_score) | (improvement > self.improvement_threshold)
+            if improved.any():
+                best_score = torch.where(improved, score, best_score)
+                with torch.no_grad():
+                    for name, p in member_params.items():
+                        best_state[name][improved] = p.detach()[improved]
+                epochs_since_update = 0
+            else:
+                epochs_since_update += 1
+            if n_holdout > 0 and epochs_since_update >= self.patience:
+                result.stopped_early = max_epochs is None or epoch < max_epochs
+                break
+
+        with torch.no_grad():
+            for name, p in member_params.items():
+                p.copy_(best_state[name])
+        model.eval()
+        best = self.evaluate(x_hold, y_hold, i_hold)
+        elites = torch.argsort(best)[: model.n_elites]
+        model.set_elites(elites)
+        result.best_holdout = best.cpu().numpy()
+        result.elites = elites.cpu().numpy()
+        result.n_epochs = epoch
+        return result
