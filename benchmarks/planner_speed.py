@@ -7,11 +7,15 @@ mean / std heads (200 -> 2 x 30), a reparameterised sample, and the 3 x 300 ReLU
 Its matmul FLOPs are counted analytically (2 m n k per matmul; elementwise work is not counted). The
 reference is a large ``torch.matmul`` timed in the same process.
 
+``--model planet`` times PlaNet's own objective instead (``PlaNetPolicy.planning_objective``: the real
+RSSM prior rollout and reward head at the paper's sizes, whose matmuls are the same as the stand-in's).
+
 Usage::
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/planner_speed.py [--device cpu] [--repeats 5]
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/planner_speed.py [--device cpu] [--repeats 5] \
+        [--model standin|planet]
 
-Writes ``benchmarks/results/planner_speed.json``.
+Writes ``benchmarks/results/planner_speed.json`` (``planner_speed_planet.json`` for ``--model planet``).
 """
 
 from __future__ import annotations
@@ -108,10 +112,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--action-dim", type=int, default=6)  # cheetah-run
     parser.add_argument("--batch", type=int, default=1, help="envs planned for at once")
-    parser.add_argument(
-        "--output", default=os.path.join(os.path.dirname(__file__), "results", "planner_speed.json")
-    )
+    parser.add_argument("--model", choices=("standin", "planet"), default="standin")
+    parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    if args.output is None:
+        name = "planner_speed.json" if args.model == "standin" else "planner_speed_planet.json"
+        args.output = os.path.join(os.path.dirname(__file__), "results", name)
     if "OMP_NUM_THREADS" in os.environ:
         th.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     device = th.device(args.device)
@@ -125,6 +131,23 @@ def main() -> None:
 
     def objective(actions: th.Tensor) -> th.Tensor:
         return model(actions, belief, state, generator)
+
+    if args.model == "planet":
+        from gymnasium import spaces
+
+        from sb3_mb.planet.policies import PlaNetPolicy
+
+        policy = PlaNetPolicy(
+            spaces.Box(-np.inf, np.inf, (5,), np.float32),
+            spaces.Box(-1, 1, (args.action_dim,), np.float32),
+            lambda _: 1e-3,
+        ).to(device)
+        policy.set_training_mode(False)
+        planet_objective = policy.planning_objective(belief, state, generator)
+
+        def objective(actions: th.Tensor) -> th.Tensor:  # noqa: F811
+            with th.no_grad():
+                return planet_objective(actions)
 
     def time_plan(obj) -> list[float]:
         plan = cem.initial_plan(args.batch)
@@ -152,6 +175,7 @@ def main() -> None:
     achieved = model_flops / seconds
     peak = matmul_flops_per_second(device)
     results = {
+        "model": args.model,
         "device": str(device),
         "threads": th.get_num_threads(),
         "torch": th.__version__,
