@@ -45,7 +45,55 @@ class AlgoSpec:
 
 
 # Built-in algorithms. A method joins the shared tests by adding one line here.
-_BUILTIN: list[AlgoSpec] = []
+_BUILTIN: list[AlgoSpec] = [
+    AlgoSpec(
+        "mbpo",
+        "sb3_mb.mbpo:MBPO",
+        off_policy=True,
+        stateful=False,
+        test_env="Pendulum-v1",
+        test_kwargs=dict(
+            learning_starts=50,
+            model_train_freq=50,
+            epoch_length=50,
+            n_rollouts_per_step=4,
+            rollout_schedule=(0, 2, 1, 2),
+            ensemble_size=3,
+            n_elites=2,
+            n_layers=2,
+            hidden_size=32,
+            model_batch_size=32,
+            model_max_epochs=3,
+            n_sac_updates_per_step=2,
+            batch_size=32,
+            buffer_size=1000,
+            policy_kwargs=dict(net_arch=[32, 32]),
+        ),
+    ),
+    AlgoSpec(
+        "planet",
+        "sb3_mb.planet:PlaNet",
+        off_policy=True,
+        stateful=True,
+        test_env="Pendulum-v1",
+        test_kwargs=dict(
+            buffer_size=2000,
+            batch_size=4,
+            sequence_length=8,
+            seed_episodes=1,
+            updates_per_episode=2,
+            belief_size=16,
+            state_size=4,
+            hidden_size=16,
+            planning_horizon=3,
+            n_candidates=16,
+            n_elites=4,
+            n_iterations=2,
+            policy_kwargs=dict(mlp_hidden_sizes=(16,), reward_hidden_sizes=(16,)),
+        ),
+        test_timesteps=300,
+    ),
+]
 
 ALGOS: dict[str, AlgoSpec] = {spec.name: spec for spec in _BUILTIN}
 

@@ -1,0 +1,334 @@
+"""MBPO (sb3_mb.mbpo): model losses and their gradient cache, buffers, schedules, save/load, learning."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_mb import MBPO
+from sb3_mb.common.termination import no_termination
+from sb3_mb.mbpo.mbpo import MixedReplaySampler, ModelReplayBuffer, truncated_linear
+from sb3_mb.mbpo.model_losses import IterVAMLLoss, VaGraMLoss, make_model_loss
+from sb3_mb.mbpo.policies import mean_action_values
+
+TINY = dict(
+    learning_starts=50,
+    model_train_freq=50,
+    epoch_length=50,
+    n_rollouts_per_step=4,
+    rollout_schedule=(0, 2, 1, 2),
+    ensemble_size=3,
+    n_elites=2,
+    n_layers=2,
+    hidden_size=16,
+    model_batch_size=32,
+    model_max_epochs=2,
+    n_sac_updates_per_step=1,
+    batch_size=32,
+    buffer_size=1000,
+    policy_kwargs=dict(net_arch=[16, 16]),
+)
+
+
+class PointMass(gym.Env):
+    """2-D point mass: ``x' = clip(x + 0.1 a, -2, 2)``, reward ``-|x'|``, 30 steps from ``U[-1, 1]^2``.
+
+    Doing nothing returns about -23; heading straight for the origin about -4.
+    """
+
+    def __init__(self):
+        self.observation_space = spaces.Box(-2, 2, (2,), np.float32)
+        self.action_space = spaces.Box(-1, 1, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        self.t = 0
+        return self.x.copy(), {}
+
+    def step(self, action):
+        self.x = np.clip(self.x + 0.1 * np.clip(action, -1, 1), -2, 2).astype(np.float32)
+        self.t += 1
+        return self.x.copy(), -float(np.linalg.norm(self.x)), False, self.t >= 30, {}
+
+
+def _tiny_mbpo(**kwargs):
+    params = dict(TINY)
+    params.update(kwargs)
+    return MBPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1, seed=0), seed=0, **params)
+
+
+# ------------------------------------------------------------------------------ schedules, buffers
+def test_truncated_linear_schedule_matches_mbrl_lib():
+    hopper = (20, 150, 1, 5)
+    assert truncated_linear(hopper, 1) == 1 and truncated_linear(hopper, 20) == 1
+    assert truncated_linear(hopper, 85) == pytest.approx(3.0)
+    assert truncated_linear(hopper, 150) == 5 and truncated_linear(hopper, 1000) == 5
+    assert truncated_linear((0, 20, 0.0, 0.95), 10) == pytest.approx(0.475)
+    model = _tiny_mbpo(rollout_schedule=(1, 3, 1, 5))
+    model.num_timesteps = 50 + 2 * 50  # epoch 2 -> x = 3 -> length 5
+    assert model.epoch == 2 and model.rollout_length == 5
+
+
+def test_model_buffer_extend_wraps_and_resize_keeps_newest():
+    obs_space, act_space = spaces.Box(-1, 1, (2,), np.float32), spaces.Box(-1, 1, (1,), np.float32)
+    buf = ModelReplayBuffer(5, obs_space, act_space, device="cpu")
+
+    def batch(start, n):
+        x = np.arange(start, start + n, dtype=np.float32)
+        return np.stack([x, x], 1), x[:, None], np.stack([x, x], 1) + 1, x, np.zeros(n)
+
+    buf.extend(*batch(0, 3))
+    assert buf.size() == 3 and not buf.full
+    buf.extend(*batch(3, 4))
+    assert buf.full and buf.size() == 5
+    assert sorted(buf.rewards[:, 0].tolist()) == [2, 3, 4, 5, 6]
+    small = buf.resized(3)
+    assert sorted(small.rewards[: small.size(), 0].tolist()) == [4, 5, 6]
+    big = buf.resized(10)
+    assert big.size() == 5 and big.rewards[:5, 0].tolist() == [2, 3, 4, 5, 6]
+
+
+def test_mixed_sampler_ratios():
+    obs_space, act_space = spaces.Box(-1, 1, (2,), np.float32), spaces.Box(-1, 1, (1,), np.float32)
+    real, model = (
+        ModelReplayBuffer(50, obs_space, act_space, "cpu"),
+        ModelReplayBuffer(50, obs_space, act_space, "cpu"),
+    )
+    zeros = np.zeros((50, 2), np.float32)
+    real.extend(zeros, zeros[:, :1], zeros, np.zeros(50), np.zeros(50))
+    model.extend(zeros, zeros[:, :1], zeros, np.ones(50), np.zeros(50))
+    assert MixedReplaySampler(real, model, 0.25, "sample").sample(8).rewards.sum() == 2
+    assert MixedReplaySampler(real, model, 1.0, "batch").sample(8).rewards.sum() == 8
+    assert MixedReplaySampler(real, model, 0.0, "batch").sample(8).rewards.sum() == 0
+    np.random.seed(0)  # noqa: NPY002 (SB3 samples with the global NumPy state)
+    sampler = MixedReplaySampler(real, model, 0.5, "batch")
+    sums = [sampler.sample(4).rewards.sum().item() for _ in range(200)]
+    assert set(sums) == {0.0, 4.0} and 0.4 < np.mean(sums) / 4 < 0.6
+
+
+# ------------------------------------------------------------------------------------------ model losses
+@pytest.fixture(scope="module")
+def policy():
+    torch.manual_seed(0)
+    return _tiny_mbpo(policy_kwargs=dict(net_arch=[32, 32])).policy
+
+
+def _direct_gradient(policy, state, k):
+    """grad_s V_k(s) for one value function alone (no shared .grad accumulation)."""
+    s = state.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(mean_action_values(policy, s)[:, k].sum(), s)
+    return grad
+
+
+def test_vagram_cache_is_keyed_by_replay_index_and_invalidated(policy):
+    torch.manual_seed(1)
+    table = torch.randn(20, 3)
+    loss = VaGraMLoss(3, bounded=True, clip_quantile=None)
+    loss.begin_training(policy, table, critic_version=0)
+    idx = torch.tensor([[0, 1, 2, 3], [5, 6, 7, 0]])  # members see different transitions
+    pred, target = torch.randn(2, 4, 4), torch.randn(2, 4, 4)
+    value = loss(pred, None, target, idx)
+    assert value.shape == (2,) and loss.cache.n_computed == 7
+    # each member reads the gradient of its own transition, four independent value functions
+    grads = loss.cache.values
+    for row in (0, 5, 7):
+        for k in range(4):
+            torch.testing.assert_close(grads[row, k], _direct_gradient(policy, table[row : row + 1], k)[0])
+    # the loss is the gradient-weighted squared error + reward error
+    d, dr = pred[..., :3] - target[..., :3], pred[..., 3] - target[..., 3]
+    g = grads[idx]  # (2, 4, 4, 3)
+    expected = ((g * d.unsqueeze(2)) ** 2).sum(-1).mean(-1) + dr**2
+    torch.testing.assert_close(value, expected.mean(-1))
+    # a second epoch computes nothing new; a changed critic invalidates
+    loss(pred, None, target, idx)
+    assert loss.cache.n_computed == 7
+    loss.begin_training(policy, table, critic_version=0)
+    assert loss.cache.n_computed == 7
+    loss.begin_training(policy, table, critic_version=1)
+    assert loss.cache.n_computed == 0
+    loss(pred, None, target, idx)
+    assert loss.cache.n_computed == 7
+
+
+def test_vagram_unbounded_and_mse_warmup(policy):
+    table = torch.randn(10, 3)
+    loss = VaGraMLoss(3, bounded=False, clip_quantile=None)
+    loss.begin_training(policy, table, critic_version=0)
+    idx = torch.arange(6).view(1, 6)
+    pred, target = torch.randn(1, 6, 4), torch.randn(1, 6, 4)
+    value = loss(pred, None, target, idx)
+    g = loss.cache.values[idx]
+    d, dr = pred[..., :3] - target[..., :3], pred[..., 3] - target[..., 3]
+    expected = ((g * d.unsqueeze(2)).sum(-1) ** 2).mean(-1) + dr**2
+    torch.testing.assert_close(value, expected.mean(-1))
+    loss.add_mse = True
+    torch.testing.assert_close(loss(pred, None, target, idx), value + ((pred - target) ** 2).mean(dim=(1, 2)))
+
+
+def test_vagram_gradient_clipping_at_batch_quantile():
+    loss = VaGraMLoss(2, clip_quantile=0.95)
+    grads = torch.zeros(1, 20, 1, 2)
+    grads[..., 0] = 1.0
+    grads[0, 7, 0] = torch.tensor([60.0, 80.0])  # norm 100
+    clipped = loss.clip(grads)
+    q = 1 + 0.05 * 99  # 0.95 quantile of nineteen 1s and one 100 (linear interpolation)
+    torch.testing.assert_close(clipped[0, 7, 0].norm(), torch.tensor(q), rtol=1e-4, atol=0)
+    torch.testing.assert_close(clipped[0, 7, 0] / q, torch.tensor([0.6, 0.8]), rtol=1e-4, atol=0)
+    others = torch.arange(20) != 7
+    torch.testing.assert_close(clipped[0, others], grads[0, others])
+
+
+def test_itervaml_loss_values_and_gradient(policy):
+    table = torch.randn(10, 3)
+    loss = IterVAMLLoss(3)
+    loss.begin_training(policy, table, critic_version=0)
+    idx = torch.tensor([[1, 2, 3], [4, 5, 1]])
+    target = torch.randn(2, 3, 4)
+    exact = target.clone().requires_grad_(True)
+    value = loss(exact, None, target, idx)
+    torch.testing.assert_close(value, torch.zeros(2))  # d = 0, reward exact
+    pred = (target + 0.1 * torch.randn(2, 3, 4)).requires_grad_(True)
+    value = loss(pred, None, target, idx)
+    with torch.no_grad():
+        v_real = mean_action_values(policy, table[idx].view(-1, 3)).view(2, 3, 4)
+        v_pred = mean_action_values(policy, (table[idx] + pred[..., :3] - target[..., :3]).view(-1, 3)).view(
+            2, 3, 4
+        )
+    expected = ((v_pred - v_real) ** 2).mean(-1) + (pred[..., 3] - target[..., 3]) ** 2
+    torch.testing.assert_close(value, expected.mean(-1).detach())
+    value.sum().backward()
+    assert pred.grad is not None and pred.grad[..., :3].abs().sum() > 0
+
+
+def test_make_model_loss_names():
+    assert make_model_loss("nll", 3) == "nll" and make_model_loss("mse", 3) == "mse"
+    assert isinstance(make_model_loss("vagram", 3), VaGraMLoss) and make_model_loss("vagram", 3).bounded
+    assert not make_model_loss("vagram_unbounded", 3).bounded
+    assert isinstance(make_model_loss("itervaml", 3), IterVAMLLoss)
+    with pytest.raises(ValueError, match="model_loss"):
+        make_model_loss("bogus", 3)
+    with pytest.raises(ValueError, match="model_loss"):
+        _tiny_mbpo(model_loss="bogus")
+
+
+# ------------------------------------------------------------------------------------------ algorithm
+def test_learn_logs_trains_model_and_fills_model_buffer():
+    model = _tiny_mbpo(model_loss="vagram")
+    model.learn(150)
+    assert model._model_train_count >= 2 and model.model_buffer.size() > 0
+    assert model.dynamics_model.deterministic
+    loss = model._model_loss_fn
+    model.train_dynamics()
+    model.rollout_model()
+    logged = model.logger.name_to_value
+    keys = ("model/vagram_train_loss", "model/vagram_holdout_loss", "model/n_epochs", "model/rollout_length")
+    for key in keys:
+        assert key in logged, key
+    assert "model/elites" in logged
+    # the gradient cache belongs to the critic of the last model training ...
+    n_real = model.replay_buffer.size()
+    assert loss._version == model._n_updates and 0 < loss.cache.n_computed <= n_real
+    known = loss.cache.known
+    # ... and is rebuilt after the critic changed (SAC updates between two model trainings)
+    model._last_model_train = model.num_timesteps  # no model training inside train()
+    model.train(gradient_steps=2, batch_size=32)
+    assert loss._version != model._n_updates
+    model.train_dynamics()
+    assert loss._version == model._n_updates and 0 < loss.cache.n_computed <= n_real
+    assert loss.cache.known is not known  # reset and refilled
+
+
+def test_save_load_keeps_model_normalizer_and_buffers(tmp_path):
+    model = _tiny_mbpo()
+    model.learn(120)
+    norm_mean = model.dynamics_model.input_normalizer.mean.clone()
+    assert norm_mean.abs().sum() > 0
+    model.save(tmp_path / "mbpo.zip")
+    model.save_replay_buffer(tmp_path / "buffers.pkl")
+    loaded = MBPO.load(tmp_path / "mbpo.zip")
+    torch.testing.assert_close(loaded.dynamics_model.input_normalizer.mean, norm_mean)
+    for key, value in model.dynamics_model.state_dict().items():
+        torch.testing.assert_close(loaded.dynamics_model.state_dict()[key], value, rtol=0, atol=0)
+    assert loaded.termination_fn is no_termination
+    loaded.load_replay_buffer(tmp_path / "buffers.pkl")
+    assert loaded.replay_buffer.size() == model.replay_buffer.size()
+    assert loaded.model_buffer.size() == model.model_buffer.size() > 0
+    np.testing.assert_array_equal(loaded.model_buffer.rewards, model.model_buffer.rewards)
+
+
+def test_termination_fn_lookup_and_override():
+    assert _tiny_mbpo().termination_fn is no_termination  # Pendulum-v1
+
+    def custom(obs, act, next_obs):
+        return next_obs[..., 0] > 0
+
+    model = _tiny_mbpo(termination_fn=custom)
+    assert model.model_env.termination_fn is custom
+    with pytest.warns(UserWarning, match="never terminate"):
+        MBPO("MlpPolicy", make_vec_env(PointMass, n_envs=1), **TINY)
+    with pytest.raises(ValueError, match="action space"):
+        MBPO("MlpPolicy", "CartPole-v1")
+
+
+@pytest.mark.parametrize("model_loss", ["nll", "mse", "vagram", "vagram_unbounded", "itervaml"])
+def test_learns_point_mass(model_loss):
+    """400 env steps on PointMass: mean return >= -12 over 10 episodes (no-op: about -23, optimum: -4)."""
+    env = make_vec_env(PointMass, n_envs=1, seed=0)
+    model = MBPO(
+        "MlpPolicy",
+        env,
+        seed=0,
+        model_loss=model_loss,
+        termination_fn=no_termination,
+        learning_starts=100,
+        model_train_freq=100,
+        epoch_length=100,
+        n_rollouts_per_step=20,
+        rollout_schedule=(0, 1, 1, 1),
+        model_data_ratio_schedule=(0, 1, 0.5, 0.5),
+        model_data_mixing="sample",
+        ensemble_size=5,
+        n_elites=3,
+        n_layers=2,
+        hidden_size=64,
+        model_batch_size=64,
+        model_max_epochs=20,
+        model_patience=3,
+        n_sac_updates_per_step=5,
+        batch_size=128,
+        gamma=0.95,
+        policy_kwargs=dict(net_arch=[64, 64]),
+    )
+    model.learn(400)
+    mean_return, _ = evaluate_policy(model, make_vec_env(PointMass, n_envs=1, seed=100), n_eval_episodes=10)
+    assert mean_return >= -12, mean_return
+
+
+PENDULUM_KWARGS = dict(
+    learning_starts=250,
+    model_train_freq=250,
+    epoch_length=250,
+    n_rollouts_per_step=400,
+    rollout_schedule=(0, 1, 1, 1),
+    model_data_ratio_schedule=(0, 6, 0.0, 0.95),
+    model_data_mixing="sample",
+    n_sac_updates_per_step=10,
+    model_batch_size=64,
+    model_max_epochs=50,
+    policy_kwargs=dict(net_arch=[64, 64]),
+)
+
+
+@pytest.mark.slow
+def test_pendulum_reaches_minus_400_within_3000_steps():
+    """Default loss (NLL) and ensemble (7 x 4 x 200): mean return >= -400 over 5 episodes after 3000 steps."""
+    model = MBPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1, seed=0), seed=0, **PENDULUM_KWARGS)
+    model.learn(3000)
+    mean_return, _ = evaluate_policy(
+        model, make_vec_env("Pendulum-v1", n_envs=1, seed=1000), n_eval_episodes=5
+    )
+    assert mean_return >= -400, mean_return
