@@ -23,7 +23,7 @@ class AlgoSpec:
     """What the zoo and the shared tests need to know about an algorithm.
 
     :param name: lower-case name used on the command line (``--algo name``).
-    :param class_path: ``"module:ClassName"``, imported lazily so listing algorithms imports no torch model code.
+    :param class_path: ``"module:ClassName"``, imported lazily by :meth:`load_class`.
     :param off_policy: keeps a replay buffer (enjoy loads it without allocating the buffer).
     :param stateful: ``predict`` carries a recurrent ``state`` (belief, LSTM state, warm-start plan).
     :param test_env: environment id the shared algorithm tests train on.
@@ -105,8 +105,8 @@ def _load_entry_points() -> None:
             spec = spec()
         if not isinstance(spec, AlgoSpec):
             raise TypeError(
-                f"Entry point {entry_point.name!r} in group {ENTRY_POINT_GROUP!r} must give an sb3_mb.AlgoSpec, "
-                f"got {type(spec).__name__}"
+                f"Entry point {entry_point.name!r} in group {ENTRY_POINT_GROUP!r} must give an "
+                f"sb3_mb.AlgoSpec, got {type(spec).__name__}"
             )
         ALGOS.setdefault(spec.name, spec)
 
@@ -125,5 +125,7 @@ def get_algorithm(name: str) -> type:
     _load_entry_points()
     key = name.lower()
     if key not in ALGOS:
-        raise KeyError(f"Unknown algorithm {name!r}; registered algorithms: {', '.join(sorted(ALGOS)) or 'none'}")
+        raise KeyError(
+            f"Unknown algorithm {name!r}; registered algorithms: {', '.join(sorted(ALGOS)) or 'none'}"
+        )
     return ALGOS[key].load_class()

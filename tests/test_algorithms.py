@@ -100,7 +100,9 @@ def test_save_load_identical_predictions(spec, tmp_path):
     loaded_params = _flat_params(loaded)
     assert loaded_params.keys() == params.keys()
     for key, value in params.items():
-        th.testing.assert_close(loaded_params[key], value, rtol=0, atol=0, msg=f"{key} changed in the round trip")
+        th.testing.assert_close(
+            loaded_params[key], value, rtol=0, atol=0, msg=f"{key} changed in the round trip"
+        )
 
 
 def test_seeded_runs_are_identical(spec):
@@ -142,7 +144,9 @@ def test_predict_single_and_vectorised(spec):
 def test_evaluate_policy_and_eval_callback(spec, tmp_path):
     model = _make_model(spec)
     eval_env = make_vec_env(spec.test_env, n_envs=2, seed=11)
-    callback = EvalCallback(eval_env, eval_freq=max(spec.test_timesteps // 2, 1), n_eval_episodes=2, log_path=str(tmp_path))
+    callback = EvalCallback(
+        eval_env, eval_freq=max(spec.test_timesteps // 2, 1), n_eval_episodes=2, log_path=str(tmp_path)
+    )
     model.learn(spec.test_timesteps, callback=callback)
     results = np.load(tmp_path / "evaluations.npz")
     assert results["results"].shape[0] >= 1 and np.isfinite(results["results"]).all()

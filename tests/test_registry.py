@@ -9,7 +9,9 @@ from sb3_mb.registry import AlgoSpec
 
 def test_every_exported_algorithm_is_registered():
     exported = {
-        name: obj for name, obj in vars(sb3_mb).items() if isinstance(obj, type) and hasattr(obj, "policy_aliases")
+        name: obj
+        for name, obj in vars(sb3_mb).items()
+        if isinstance(obj, type) and hasattr(obj, "policy_aliases")
     }
     assert exported, "sb3_mb exports no algorithm class"
     registered = {registry.get_algorithm(name) for name in sb3_mb.list_algorithms()}
