@@ -291,6 +291,28 @@ def test_pixel_cartpole_smoke_and_open_loop_video(tmp_path):
     assert loaded.policy.use_conv
 
 
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "sb3_mb/BreakoutPlaNet-v0",
+        "sb3_mb/QbertPlaNet-v0",
+        "sb3_mb/FreewayPlaNet-v0",
+        "sb3_mb/CartpoleBalancePixelsDiscrete9-v0",
+    ],
+)
+def test_discrete_image_presets_train_and_plan_with_two_envs(env_id):
+    """The Atari presets (1- and 3-channel) and a discrete pixel cartpole: seed episode, updates, planning."""
+    env = make_vec_env(env_id, n_envs=2, seed=0)
+    kwargs = dict(TINY, buffer_size=1200, policy_kwargs=dict(cnn_depth=4, reward_hidden_sizes=(8,)))
+    model = PlaNet("CnnPolicy", env, seed=0, **kwargs)
+    n_steps = 2 * env.get_attr("spec")[0].max_episode_steps + 2 * 8
+    model.learn(n_steps)  # one seed episode per env, then updates and 8 planned steps per env
+    assert model._n_updates >= 2
+    actions, state = model.predict(env.reset(), episode_start=np.ones(2, dtype=bool), deterministic=True)
+    assert actions.shape == (2,) and all(env.action_space.contains(int(a)) for a in actions)
+    assert state[0].shape[0] == 2
+
+
 # ------------------------------------------------------------------------------------------------------
 # Learning checks
 # ------------------------------------------------------------------------------------------------------

@@ -1,0 +1,28 @@
+"""``sb3-mb-zoo <command> [args]``: the zoo's console script.
+
+``sb3-mb-zoo train --algo mbpo --env Pendulum-v1`` is ``python -m zoo.train --algo mbpo --env Pendulum-v1``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {"train": "zoo.train"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        known = ", ".join(sorted(COMMANDS))
+        message = f"usage: sb3-mb-zoo {{{known}}} [args]"
+        if argv and argv[0] not in ("-h", "--help"):
+            sys.exit(f"{message}\nsb3-mb-zoo: unknown command {argv[0]!r}; known commands: {known}")
+        print(message)
+        return
+    import importlib
+
+    importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()
