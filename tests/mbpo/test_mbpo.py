@@ -1,10 +1,12 @@
 """MBPO (sb3_mb.mbpo): model losses and their gradient cache, buffers, schedules, save/load, learning."""
 
-import gymnasium as gym
+import functools
+
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from point_mass import PointMass as _PointMass
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -33,26 +35,8 @@ TINY = dict(
 )
 
 
-class PointMass(gym.Env):
-    """2-D point mass: ``x' = clip(x + 0.1 a, -2, 2)``, reward ``-|x'|``, 30 steps from ``U[-1, 1]^2``.
-
-    Doing nothing returns about -23; heading straight for the origin about -4.
-    """
-
-    def __init__(self):
-        self.observation_space = spaces.Box(-2, 2, (2,), np.float32)
-        self.action_space = spaces.Box(-1, 1, (2,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.x = self.np_random.uniform(-1, 1, 2).astype(np.float32)
-        self.t = 0
-        return self.x.copy(), {}
-
-    def step(self, action):
-        self.x = np.clip(self.x + 0.1 * np.clip(action, -1, 1), -2, 2).astype(np.float32)
-        self.t += 1
-        return self.x.copy(), -float(np.linalg.norm(self.x)), False, self.t >= 30, {}
+# Doing nothing returns about -23; heading straight for the origin about -4.
+PointMass = functools.partial(_PointMass, step_size=0.1, n_steps=30)
 
 
 def _tiny_mbpo(**kwargs):

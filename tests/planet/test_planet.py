@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from point_mass import PointMass
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import KVWriter, Logger, Video
@@ -21,27 +22,6 @@ from sb3_mb import PlaNet
 from sb3_mb.envs import DiscreteActionTable
 from sb3_mb.planet import RSSM
 from sb3_mb.planet.rssm import gaussian_kl, standard_normal_kl
-
-
-class PointMass(gym.Env):
-    """``x' = clip(x + 0.2 a, -2, 2)`` in 2-D from ``x_0 ~ U[-1, 1]^2``; reward ``-||x'||``; 25 steps."""
-
-    observation_space = spaces.Box(-2, 2, (2,), np.float32)
-    action_space = spaces.Box(-1, 1, (2,), np.float32)
-
-    def __init__(self, n_steps: int = 25):
-        self.n_steps = n_steps
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.x = self.np_random.uniform(-1, 1, 2).astype(np.float32)
-        self.t = 0
-        return self.x.copy(), {}
-
-    def step(self, action):
-        self.x = np.clip(self.x + 0.2 * np.clip(action, -1, 1), -2, 2).astype(np.float32)
-        self.t += 1
-        return self.x.copy(), float(-np.linalg.norm(self.x)), False, self.t >= self.n_steps, {}
 
 
 def make_point_mass(discrete: bool = False) -> gym.Env:
