@@ -1,13 +1,14 @@
 """``sb3-mb-zoo <command> [args]``: the zoo's console script.
 
-``sb3-mb-zoo train --algo mbpo --env Pendulum-v1`` is ``python -m zoo.train --algo mbpo --env Pendulum-v1``.
+``sb3-mb-zoo train --algo mbpo --env Pendulum-v1`` is ``python -m zoo.train --algo mbpo --env Pendulum-v1``;
+``sb3-mb-zoo enjoy ...`` is ``python -m zoo.enjoy ...``.
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"train": "zoo.train"}
+COMMANDS = {"train": "zoo.train", "enjoy": "zoo.enjoy"}
 
 
 def main(argv: list[str] | None = None) -> None:

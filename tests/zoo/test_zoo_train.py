@@ -1,9 +1,11 @@
-"""``sb3-mb-zoo train`` / ``python -m zoo.train``: rl-zoo3's trainer on sb3-mb algorithms, its log layout."""
+"""`sb3-mb-zoo train` then `enjoy`: rl-zoo3's trainer and enjoy loop on sb3-mb algorithms, its log layout."""
 
 import numpy as np
 import pytest
 
+import sb3_mb
 from zoo import cli
+from zoo.enjoy import LoadWithoutReplayBuffer
 
 
 @pytest.mark.parametrize(
@@ -23,7 +25,9 @@ from zoo import cli
         ),
     ],
 )
-def test_train_writes_the_rl_zoo3_layout(algo, env_id, params, tmp_path, monkeypatch):
+def test_train_writes_the_rl_zoo3_layout_and_enjoy_replays_it(
+    algo, env_id, params, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     n_steps = 300
     cli.main(
@@ -41,7 +45,19 @@ def test_train_writes_the_rl_zoo3_layout(algo, env_id, params, tmp_path, monkeyp
     evaluations = np.load(run_dir / "evaluations.npz")
     assert evaluations["timesteps"].tolist() == [n_steps // 2, n_steps]
 
+    # enjoy: loads without a replay buffer, carries the recurrent state, prints the episode returns.
+    loaded = LoadWithoutReplayBuffer(sb3_mb.get_algorithm(algo)).load(run_dir / f"{env_name}.zip")
+    assert loaded.buffer_size == 1
+    capsys.readouterr()
+    episode_steps = 200 if env_id == "Pendulum-v1" else 125
+    cli.main(
+        ["enjoy", "--algo", algo, "--env", env_id, "-f", "logs", "--no-render", "-n", str(episode_steps)]
+    )
+    out = capsys.readouterr().out
+    assert f"Loading logs/{algo}/{run_dir.name}/{env_name}.zip" in out
+    assert "1 Episodes" in out and "Mean reward:" in out
+
 
 def test_unknown_command_names_the_known_ones():
-    with pytest.raises(SystemExit, match="known commands: train"):
+    with pytest.raises(SystemExit, match="known commands: enjoy, train"):
         cli.main(["enjoyy"])
