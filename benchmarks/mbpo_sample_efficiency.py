@@ -37,23 +37,14 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_mb import MBPO
+from zoo.hyperparams import load_hyperparams
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "mbpo_sample_efficiency.json")
 
-MBPO_PENDULUM = dict(
-    learning_starts=250,
-    model_train_freq=250,
-    epoch_length=250,
-    n_rollouts_per_step=400,
-    rollout_schedule=(0, 1, 1, 1),
-    model_data_ratio_schedule=(0, 6, 0.0, 0.95),
-    model_data_mixing="sample",
-    n_sac_updates_per_step=10,
-    model_batch_size=64,
-    model_max_epochs=50,
-)
-#: Both agents use the same SAC networks (small, so that a 3-seed run fits a session on a CPU).
-POLICY_KWARGS = dict(net_arch=[64, 64])
+#: MBPO settings: the zoo's Pendulum-v1 entry (hyperparams/mbpo.yml), less the SAC networks, which both
+#: agents share (small, so that a 3-seed run fits a session on a CPU).
+MBPO_PENDULUM = load_hyperparams("mbpo", "Pendulum-v1")
+POLICY_KWARGS = MBPO_PENDULUM.pop("policy_kwargs")
 
 
 class StopAtReturn(BaseCallback):

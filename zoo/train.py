@@ -12,9 +12,8 @@ layout (``logs/<algo>/<EnvId>_<N>/``) are used unchanged. Two things are added b
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
+from zoo.hyperparams import HYPERPARAMS_DIR
 
 
 def register_algorithms() -> list[str]:
