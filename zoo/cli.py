@@ -1,14 +1,21 @@
 """``sb3-mb-zoo <command> [args]``: the zoo's console script.
 
 ``sb3-mb-zoo train --algo mbpo --env Pendulum-v1`` is ``python -m zoo.train --algo mbpo --env Pendulum-v1``;
-``sb3-mb-zoo enjoy ...`` is ``python -m zoo.enjoy ...``.
+``sb3-mb-zoo enjoy ...`` is ``python -m zoo.enjoy ...``; likewise ``record-video``, ``push-to-hub`` and
+``load-from-hub`` run ``zoo.record_video``, ``zoo.push_to_hub`` and ``zoo.load_from_hub``.
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"train": "zoo.train", "enjoy": "zoo.enjoy"}
+COMMANDS = {
+    "train": "zoo.train",
+    "enjoy": "zoo.enjoy",
+    "record-video": "zoo.record_video",
+    "push-to-hub": "zoo.push_to_hub",
+    "load-from-hub": "zoo.load_from_hub",
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,5 +59,7 @@ def test_train_writes_the_rl_zoo3_layout_and_enjoy_replays_it(
 
 
 def test_unknown_command_names_the_known_ones():
-    with pytest.raises(SystemExit, match="known commands: enjoy, train"):
+    with pytest.raises(
+        SystemExit, match="known commands: enjoy, load-from-hub, push-to-hub, record-video, train"
+    ):
         cli.main(["enjoyy"])
