@@ -1,17 +1,16 @@
 """Environment steps to reach a Pendulum-v1 evaluation return >= -200: MBPO vs SB3 SAC, several seeds.
 
-Both agents are evaluated every ``--eval-freq`` env steps (5 deterministic episodes on a separate, seeded
-env); a run stops at the first evaluation whose mean return reaches ``--threshold`` and records that step
-count, or records ``null`` when its budget runs out. The reported ratio is
-``mean(MBPO steps) / mean(SAC steps)`` over the seeds that reached the threshold (goal: <= 0.2).
+Both agents are evaluated every ``--*-eval-freq`` env steps (250 for both by default; 5 deterministic
+episodes on a separate, seeded env); a run stops at the first evaluation whose mean return reaches
+``--threshold`` and records that step count, or records ``null`` when its budget runs out. The reported
+ratio is ``mean(MBPO steps) / mean(SAC steps)`` over the seeds that reached the threshold (goal: <= 0.2).
 
-MBPO settings for Pendulum (those of ``test_pendulum_reaches_minus_400_within_3000_steps`` in
-``tests/mbpo/test_mbpo.py``, not the paper's Hopper defaults): ``learning_starts=250``,
-``model_train_freq=250``, ``epoch_length=250``,
-400 rollouts per env step of length 1, model data ramping from 0 to 95% of each batch over 6 epochs
-(per-sample mixing), 10 SAC updates per env step, the default 7x(4x200) SiLU ensemble with NLL, model batch
-64 and at most 50 epochs per model training. SAC: SB3 defaults (``learning_starts=100``, 1 update per step).
-Both use SAC networks ``[64, 64]``.
+MBPO settings for Pendulum: the zoo's ``Pendulum-v1`` entry of ``hyperparams/mbpo.yml`` (also used by
+the slow test in ``tests/mbpo/test_mbpo.py``; not the paper's Hopper defaults): ``learning_starts=250``,
+``model_train_freq=250``, ``epoch_length=250``, 400 rollouts per env step of length 1, model data ramping
+from 0 to 95% of each batch over 6 epochs (per-sample mixing), the default 20 SAC updates per env step,
+the default 7x(4x200) SiLU ensemble with NLL, model batch 64 and at most 50 epochs per model training.
+SAC: SB3 defaults (``learning_starts=100``, 1 update per step). Both use SAC networks ``[64, 64]``.
 
 Usage::
 
@@ -119,7 +118,7 @@ def main() -> None:
     parser.add_argument("--mbpo-budget", type=int, default=5000)
     parser.add_argument("--sac-budget", type=int, default=20000)
     parser.add_argument("--mbpo-eval-freq", type=int, default=250)
-    parser.add_argument("--sac-eval-freq", type=int, default=500)
+    parser.add_argument("--sac-eval-freq", type=int, default=250)
     args = parser.parse_args()
     th.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 

@@ -299,9 +299,10 @@ PENDULUM_KWARGS = load_hyperparams("mbpo", "Pendulum-v1")
 
 @pytest.mark.slow
 def test_pendulum_reaches_minus_400_within_3000_steps():
-    """Default loss (NLL) and ensemble (7 x 4 x 200): mean return >= -400 over 5 episodes after 3000 steps."""
+    """Default loss (NLL) and ensemble (7 x 4 x 200): mean return >= -400 over 5 episodes after 1500 steps
+    (the issue's bound is 3000; the 3 benchmark seeds cross -200 after 750-1250)."""
     model = MBPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1, seed=0), seed=0, **PENDULUM_KWARGS)
-    model.learn(3000)
+    model.learn(1500)
     mean_return, _ = evaluate_policy(
         model, make_vec_env("Pendulum-v1", n_envs=1, seed=1000), n_eval_episodes=5
     )

@@ -1,0 +1,147 @@
+"""Optuna samplers of sb3-mb's algorithms for the zoo's ``--optimize`` (rl-zoo3's tuning).
+
+A sampler has rl_zoo3's signature ``sample_<algo>_params(trial, n_actions, n_envs, additional_args) -> dict``:
+it suggests the *raw* trial parameters (the names stored in the Optuna study, e.g. ``one_minus_gamma``) and
+returns the constructor arguments they stand for. rl_zoo3 keeps its samplers in a hard-coded dict
+(``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER``, read by ``ExperimentManager.objective``) and its converters
+from stored trial parameters back to constructor arguments in another (``HYPERPARAMS_CONVERTER``, read by
+``--trial-id``); :func:`register_samplers` (called by ``zoo.train``) adds ours to both.
+
+Every sampler is a pure function of what it suggests, so the converter of stored parameters is the sampler
+replayed on ``optuna.trial.FixedTrial(params)`` (:func:`convert_params`): an algorithm joins by one line in
+:data:`SAMPLERS`.
+
+What is sampled is each method's learning rule (rates, horizons, ratios, model and network sizes); the
+compute knobs (``n_rollouts_per_step``, ``updates_per_episode``, ``model_train_freq``, ``epoch_length``,
+buffer sizes) and the user's choices (``model_loss``, ``model_data_mixing``, the policy) stay as the YAML
+entry sets them. Every range is valid for the constructors in every combination (PlaNet's ``n_elites`` is a
+fraction of ``n_candidates``), so no trial fails on a bad combination. Note that rl_zoo3 *replaces* the
+entry's ``policy_kwargs`` with the sampled one (``kwargs.update``), so only MBPO samples it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FixedTrial
+
+Sampler = Callable[[optuna.Trial, int, int, dict], dict[str, Any]]
+
+#: SAC actor / critic sizes (rl_zoo3's names for the off-policy samplers).
+NET_ARCH = {"small": [64, 64], "medium": [256, 256], "big": [400, 300]}
+
+#: PlaNet RSSM sizes: (belief_size, state_size, hidden_size); "paper" is the camera-ready 200 / 30 / 200.
+RSSM_SIZE = {"small": (64, 16, 64), "medium": (128, 30, 128), "paper": (200, 30, 200)}
+
+
+def sample_mbpo_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
+) -> dict[str, Any]:
+    """MBPO (Janner et al. 2019): SAC's rates and sizes, the rollout-length and model-data-ratio schedules
+    (paper Sec. 6 / App. C: length ramps 1 -> k over some epochs), updates per step G, ensemble size.
+
+    ``rollout_schedule = (0, ramp, 1, k)`` reaches length ``k`` at epoch ``ramp - 1`` (``ramp = 0``: ``k``
+    from the start); ``model_data_ratio_schedule = (0, ramp, 0, p)`` likewise for the ratio ``p``.
+    The model loss is the user's choice (``-params model_loss:'"vagram"'``), never sampled.
+    """
+    one_minus_gamma = trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True)
+    learning_rate = trial.suggest_float("learning_rate", 1e-5, 2e-3, log=True)
+    batch_size_pow = trial.suggest_int("batch_size_pow", 5, 9)  # 32 .. 512
+    tau = trial.suggest_float("tau", 1e-3, 0.08, log=True)
+    net_arch = trial.suggest_categorical("net_arch", list(NET_ARCH))
+    n_sac_updates_per_step = trial.suggest_categorical("n_sac_updates_per_step", [1, 5, 10, 20])
+    rollout_length = trial.suggest_categorical("rollout_length", [1, 2, 3, 5, 10])
+    rollout_ramp_epochs = trial.suggest_categorical("rollout_ramp_epochs", [0, 10, 50, 130])
+    model_data_ratio = trial.suggest_float("model_data_ratio", 0.5, 0.95)
+    model_data_ratio_ramp_epochs = trial.suggest_categorical("model_data_ratio_ramp_epochs", [0, 5, 20, 50])
+    hidden_size = trial.suggest_categorical("hidden_size", [64, 128, 200])
+    n_layers = trial.suggest_int("n_layers", 2, 4)
+    model_learning_rate = trial.suggest_float("model_learning_rate", 1e-4, 3e-3, log=True)
+
+    trial.set_user_attr("gamma", 1 - one_minus_gamma)
+    trial.set_user_attr("batch_size", 2**batch_size_pow)
+    return {
+        "gamma": 1 - one_minus_gamma,
+        "learning_rate": learning_rate,
+        "batch_size": 2**batch_size_pow,
+        "tau": tau,
+        "policy_kwargs": {"net_arch": NET_ARCH[net_arch]},
+        "n_sac_updates_per_step": n_sac_updates_per_step,
+        "rollout_schedule": (0, rollout_ramp_epochs, 1, rollout_length),
+        "model_data_ratio_schedule": (0, model_data_ratio_ramp_epochs, 0.0, model_data_ratio),
+        "hidden_size": hidden_size,
+        "n_layers": n_layers,
+        "model_learning_rate": model_learning_rate,
+    }
+
+
+def sample_planet_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
+) -> dict[str, Any]:
+    """PlaNet (Hafner et al. 2019): the CEM planner (horizon H, candidates J, elites K, iterations I; paper
+    Sec. 3 / App. A), the latent-overshooting-free objective (``free_nats``, ``kl_scale``,
+    ``reward_loss_scale``), the learning rate, the RSSM size, exploration and warm start.
+
+    ``exploration`` is the Gaussian noise std for ``Box`` actions and epsilon for ``Discrete`` actions
+    (PlaNet reads the one its action space uses), so the sampler does not depend on the action space.
+    Action repeat belongs to the environment (an ``--env-kwargs`` of the cartpole ids), not sampled here.
+    """
+    planning_horizon = trial.suggest_categorical("planning_horizon", [6, 12, 20, 30])
+    n_candidates = trial.suggest_categorical("n_candidates", [100, 300, 1000])
+    elite_fraction = trial.suggest_categorical("elite_fraction", [0.05, 0.1, 0.2])
+    n_iterations = trial.suggest_int("n_iterations", 3, 10)
+    free_nats = trial.suggest_float("free_nats", 0.0, 4.0)
+    kl_scale = trial.suggest_float("kl_scale", 0.1, 3.0, log=True)
+    reward_loss_scale = trial.suggest_float("reward_loss_scale", 1.0, 100.0, log=True)
+    learning_rate = trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True)
+    rssm_size = trial.suggest_categorical("rssm_size", list(RSSM_SIZE))
+    exploration = trial.suggest_float("exploration", 0.05, 0.5)
+    warm_start = trial.suggest_categorical("warm_start", [False, True])
+
+    belief_size, state_size, hidden_size = RSSM_SIZE[rssm_size]
+    n_elites = max(1, round(elite_fraction * n_candidates))
+    trial.set_user_attr("n_elites", n_elites)
+    return {
+        "planning_horizon": planning_horizon,
+        "n_candidates": n_candidates,
+        "n_elites": n_elites,
+        "n_iterations": n_iterations,
+        "free_nats": free_nats,
+        "kl_scale": kl_scale,
+        "reward_loss_scale": reward_loss_scale,
+        "learning_rate": learning_rate,
+        "belief_size": belief_size,
+        "state_size": state_size,
+        "hidden_size": hidden_size,
+        "exploration_noise": exploration,
+        "exploration_epsilon": exploration,
+        "warm_start": warm_start,
+    }
+
+
+#: One line per algorithm: ``--optimize`` works for every algorithm named here.
+SAMPLERS: dict[str, Sampler] = {
+    "mbpo": sample_mbpo_params,
+    "planet": sample_planet_params,
+}
+
+
+def convert_params(algo: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """rl_zoo3's converter for ``algo``: stored trial parameters -> constructor arguments (``--trial-id``)."""
+    sampler = SAMPLERS[algo]
+
+    def convert(params: dict[str, Any]) -> dict[str, Any]:
+        return sampler(FixedTrial(params), 0, 1, {})
+
+    return convert
+
+
+def register_samplers(names: list[str]) -> None:
+    """Add the samplers (and converters) of the algorithms ``names`` that have one to rl_zoo3's tables."""
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+
+    for name in names:
+        if name in SAMPLERS:
+            HYPERPARAMS_SAMPLER[name] = SAMPLERS[name]
+            HYPERPARAMS_CONVERTER[name] = convert_params(name)
