@@ -10,6 +10,7 @@ from point_mass import PointMass as _PointMass
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
+import sb3_mb
 from sb3_mb import MBPO
 from sb3_mb.common.termination import no_termination
 from sb3_mb.mbpo.mbpo import MixedReplaySampler, ModelReplayBuffer, truncated_linear
@@ -17,23 +18,15 @@ from sb3_mb.mbpo.model_losses import IterVAMLLoss, VaGraMLoss, make_model_loss
 from sb3_mb.mbpo.policies import mean_action_values
 from zoo.hyperparams import load_hyperparams
 
-TINY = dict(
-    learning_starts=50,
-    model_train_freq=50,
-    epoch_length=50,
-    n_rollouts_per_step=4,
-    rollout_schedule=(0, 2, 1, 2),
-    ensemble_size=3,
-    n_elites=2,
-    n_layers=2,
-    hidden_size=16,
-    model_batch_size=32,
-    model_max_epochs=2,
-    n_sac_updates_per_step=1,
-    batch_size=32,
-    buffer_size=1000,
-    policy_kwargs=dict(net_arch=[16, 16]),
-)
+# The shared tests' settings (sb3_mb.registry), at smaller sizes: the learning thresholds below were
+# measured with these.
+TINY = {
+    **sb3_mb.ALGOS["mbpo"].test_kwargs,
+    "hidden_size": 16,
+    "model_max_epochs": 2,
+    "n_sac_updates_per_step": 1,
+    "policy_kwargs": dict(net_arch=[16, 16]),
+}
 
 
 # Doing nothing returns about -23; heading straight for the origin about -4.
