@@ -57,6 +57,10 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+#: Weight initialisations of :class:`EnsembleLinear`.
+_INITS = ("truncated_normal", "xavier_uniform")
+
+
 def _make_activation(activation: str | type[nn.Module] | nn.Module) -> nn.Module:
     if isinstance(activation, nn.Module):
         return activation
@@ -108,21 +112,36 @@ class EnsembleLinear(nn.Module):
     std ``1 / (2 sqrt(in_features))`` cut at two std
     (PETS / MBPO / mbrl-lib ``truncated_normal_init``), zero bias.
 
+    ``init="xavier_uniform"`` instead draws every member's weight from
+    ``U(-sqrt(6 / (in + out)), sqrt(6 / (in + out)))`` (Glorot; TF's ``xavier_initializer``, STEVE's
+    ``nn.py``).
+
     ``forward(x, member_idx=None)``: ``x`` of shape ``(batch, in)`` (broadcast to every member) or
     ``(E', batch, in)`` where ``E' = E`` or ``E' = len(member_idx)`` (the rows use those members' weights).
     Returns ``(E', batch, out)``.
+
+    :raises ValueError: for an unknown ``init``.
     """
 
-    def __init__(self, ensemble_size: int, in_features: int, out_features: int):
+    def __init__(
+        self, ensemble_size: int, in_features: int, out_features: int, init: str = "truncated_normal"
+    ):
         super().__init__()
+        if init not in _INITS:
+            raise ValueError(f"Unknown init {init!r}; expected one of {_INITS}")
         self.ensemble_size, self.in_features, self.out_features = ensemble_size, in_features, out_features
+        self.init = init
         self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
         self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        std = 1.0 / (2.0 * math.sqrt(self.in_features))
-        nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
+        if self.init == "xavier_uniform":
+            bound = math.sqrt(6.0 / (self.in_features + self.out_features))
+            nn.init.uniform_(self.weight, -bound, bound)
+        else:
+            std = 1.0 / (2.0 * math.sqrt(self.in_features))
+            nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor, member_idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -154,8 +173,10 @@ class EnsembleMLP(nn.Module):
     :param learn_logvar_bounds: train ``max_logvar`` / ``min_logvar`` (PETS; mbrl-lib's MBPO configs: False).
     :param init_max_logvar: initial upper log-variance bound (PETS: 0.5).
     :param init_min_logvar: initial lower log-variance bound (PETS: -10).
-    :raises ValueError: for non-positive sizes, ``n_elites > ensemble_size`` or a wrong ``weight_decay``
-        length.
+    :param init: weight initialisation of every layer: ``"truncated_normal"`` (PETS / MBPO, default) or
+        ``"xavier_uniform"`` (STEVE); biases start at zero.
+    :raises ValueError: for non-positive sizes, an unknown ``init``, ``n_elites > ensemble_size`` or a wrong
+        ``weight_decay`` length.
     """
 
     elite_idx: torch.Tensor
@@ -174,6 +195,7 @@ class EnsembleMLP(nn.Module):
         learn_logvar_bounds: bool = False,
         init_max_logvar: float = 0.5,
         init_min_logvar: float = -10.0,
+        init: str = "truncated_normal",
     ):
         super().__init__()
         if min(in_dim, out_dim, ensemble_size, hidden_size) < 1 or n_layers < 0:
@@ -190,10 +212,10 @@ class EnsembleMLP(nn.Module):
 
         sizes = [in_dim] + [hidden_size] * n_layers
         self.hidden_layers = nn.ModuleList(
-            EnsembleLinear(ensemble_size, i, o) for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+            EnsembleLinear(ensemble_size, i, o, init=init) for i, o in zip(sizes[:-1], sizes[1:], strict=True)
         )
         head_out = out_dim if deterministic else 2 * out_dim
-        self.output_layer = EnsembleLinear(ensemble_size, sizes[-1], head_out)
+        self.output_layer = EnsembleLinear(ensemble_size, sizes[-1], head_out, init=init)
         self.activation = _make_activation(activation)
 
         n_linear = n_layers + 1

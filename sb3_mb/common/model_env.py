@@ -14,6 +14,10 @@ Member choice per rollout (``propagation``):
 - ``"all"`` (STEVE, spec steve 5.3): every member of the ensemble follows its own rollout from the same start
   states; observations, rewards and flags carry a leading member axis ``(E, N, ...)``.
 
+Termination is a bool flag by default; with ``soft_termination=True`` the termination function returns the
+probability that the transition ends the episode (STEVE's learned done model) and :meth:`ModelEnv.step`
+returns it as a float tensor.
+
 Randomness (member assignment, Gaussian sampling) comes only from the ``torch.Generator`` passed in, so
 rollouts are reproducible given its seed.
 """
@@ -46,6 +50,8 @@ class ModelEnv:
     :param reward_fn: reward from ``(obs, act, next_obs)`` instead of the learned reward column.
     :param propagation: ``"random_model"``, ``"fixed_model"`` or ``"all"`` (see the module docstring).
     :param generator: ``torch.Generator`` on the model's device (seeding); ``None``: torch's global RNG.
+    :param soft_termination: ``termination_fn`` returns probabilities in ``[0, 1]`` (a learned done model,
+        STEVE) and :meth:`step` returns them as floats instead of a bool flag.
     :raises ValueError: for an unknown propagation or inconsistent sizes.
     """
 
@@ -57,6 +63,7 @@ class ModelEnv:
         reward_fn: RewardFn | None = None,
         propagation: str = "random_model",
         generator: torch.Generator | None = None,
+        soft_termination: bool = False,
     ):
         if propagation not in _PROPAGATIONS:
             raise ValueError(f"propagation must be one of {_PROPAGATIONS}, got {propagation!r}")
@@ -71,6 +78,7 @@ class ModelEnv:
         self.reward_fn = reward_fn
         self.propagation = propagation
         self.generator = generator
+        self.soft_termination = soft_termination
         self._obs: torch.Tensor | None = None
         self.rollout_member: torch.Tensor | None = None
 
@@ -157,9 +165,11 @@ class ModelEnv:
         :param actions: ``(N, action_dim)``; for ``"all"`` also ``(E, N, action_dim)`` (one action per member
             rollout, e.g. the policy evaluated on each member's state).
         :param deterministic: use the Gaussian mean instead of a sample (the member choice stays random).
-        :return: ``(next_obs, reward, terminated)``: ``(N, obs_dim)``, ``(N,)``, ``(N,)`` bool, or with a
-            leading ``E`` axis for ``"all"``. The env's state becomes ``next_obs``; rollouts are not frozen
-            after termination (the caller masks them, as in MBPO).
+        :return: ``(next_obs, reward, terminated)``: ``(N, obs_dim)``, ``(N,)``, ``(N,)`` bool (float
+            probabilities with ``soft_termination``), or with a leading ``E`` axis for ``"all"``; ``reward``
+            has the shape ``reward_fn`` gives (e.g. one column per reward-ensemble member). The env's state
+            becomes ``next_obs``; rollouts are not frozen after termination (the caller masks them, as in
+            MBPO).
         :raises RuntimeError: if called before :meth:`reset`.
         """
         if self._obs is None:
@@ -184,6 +194,7 @@ class ModelEnv:
             reward = self.reward_fn(obs, actions, next_obs)
         else:
             reward = out[..., self.obs_dim]
-        terminated = self.termination_fn(obs, actions, next_obs).reshape(next_obs.shape[:-1]).bool()
+        terminated = self.termination_fn(obs, actions, next_obs).reshape(next_obs.shape[:-1])
+        terminated = terminated.to(next_obs.dtype) if self.soft_termination else terminated.bool()
         self._obs = next_obs
         return next_obs, reward, terminated

@@ -35,6 +35,7 @@ from stable_baselines3.sac import SAC
 
 from sb3_mb.common.ensemble import EnsembleMLP, EnsembleTrainer, EnsembleTrainResult
 from sb3_mb.common.model_env import ModelEnv
+from sb3_mb.common.spaces import check_flat_box_spaces
 from sb3_mb.common.termination import TerminationFn, get_termination_fn
 from sb3_mb.mbpo.model_losses import MODEL_LOSSES, ValueAwareLoss, make_model_loss
 from sb3_mb.mbpo.policies import MlpPolicy, SACPolicy
@@ -284,7 +285,7 @@ class MBPO(SAC):
     ):
         if isinstance(env, str):
             env = maybe_make_env(env, verbose)  # made here so the space check below sees it
-        self._check_spaces(env)
+        check_flat_box_spaces(env, "MBPO")
         if model_loss not in MODEL_LOSSES:
             raise ValueError(f"Unknown model_loss {model_loss!r}; expected one of {MODEL_LOSSES}")
         if model_data_mixing not in ("batch", "sample"):
@@ -350,20 +351,6 @@ class MBPO(SAC):
             self._setup_model()
 
     # ------------------------------------------------------------------------------------ set-up
-    @staticmethod
-    def _check_spaces(env: Any) -> None:
-        """Box observations (flat) and Box actions only: raise a ``ValueError`` naming the space otherwise."""
-        if env is None:
-            return
-        obs_space = getattr(env, "observation_space", None)
-        act_space = getattr(env, "action_space", None)
-        if obs_space is not None and not (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1):
-            raise ValueError(
-                f"MBPO needs a flat Box observation space (obs_dim,), got observation space {obs_space}"
-            )
-        if act_space is not None and not isinstance(act_space, spaces.Box):
-            raise ValueError(f"MBPO needs a Box action space, got action space {act_space}")
-
     def _env_id(self) -> str | None:
         if self.env is None:
             return None
