@@ -10,8 +10,9 @@ from sb3_mb import envs  # noqa: F401  (registers the environments)
 from sb3_mb.mbpo import MBPO
 from sb3_mb.planet import PlaNet
 from sb3_mb.registry import ALGOS, AlgoSpec, get_algorithm, list_algorithms
+from sb3_mb.steve import STEVE
 
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as _file_handler:
     __version__ = _file_handler.read().strip()
 
-__all__ = ["ALGOS", "MBPO", "PlaNet", "AlgoSpec", "get_algorithm", "list_algorithms", "__version__"]
+__all__ = ["ALGOS", "MBPO", "STEVE", "PlaNet", "AlgoSpec", "get_algorithm", "list_algorithms", "__version__"]

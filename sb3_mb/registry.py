@@ -93,6 +93,31 @@ _BUILTIN: list[AlgoSpec] = [
         ),
         test_timesteps=300,
     ),
+    AlgoSpec(
+        "steve",
+        "sb3_mb.steve:STEVE",
+        off_policy=True,
+        stateful=False,
+        test_env="Pendulum-v1",
+        test_kwargs=dict(
+            learning_starts=50,
+            batch_size=32,
+            buffer_size=1000,
+            gradient_steps=1,
+            target_update_interval=20,
+            q_ensemble_size=2,
+            transition_ensemble_size=2,
+            reward_ensemble_size=2,
+            transition_n_layers=2,
+            transition_hidden_size=16,
+            aux_n_layers=1,
+            aux_hidden_size=16,
+            model_batch_size=32,
+            model_gradient_steps=1,
+            model_pretrain_steps=10,
+            policy_kwargs=dict(net_arch=[16, 16]),
+        ),
+    ),
 ]
 
 ALGOS: dict[str, AlgoSpec] = {spec.name: spec for spec in _BUILTIN}
