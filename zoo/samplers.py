@@ -121,9 +121,46 @@ def sample_planet_params(
 
 
 #: One line per algorithm: ``--optimize`` works for every algorithm named here.
+def sample_steve_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
+) -> dict[str, Any]:
+    """STEVE (Buckman et al. 2018): the value-expansion horizon H (paper Sec. 5 tries 2, 3, 5), the
+    transition model's size and rate, DDPG's rates, updates per step and exploration.
+
+    ``target_mode`` is the user's choice (``-params target_mode:'"mve"'``), never sampled; the target Q stays
+    a hard copy (every ``target_update_interval`` updates).
+    """
+    one_minus_gamma = trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True)
+    learning_rate = trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
+    batch_size_pow = trial.suggest_int("batch_size_pow", 5, 9)  # 32 .. 512
+    value_expansion_horizon = trial.suggest_int("value_expansion_horizon", 1, 5)
+    gradient_steps = trial.suggest_categorical("gradient_steps", [1, 2, 4])
+    target_update_interval = trial.suggest_categorical("target_update_interval", [100, 250, 500, 1000])
+    explore_chance = trial.suggest_float("explore_chance", 0.0, 0.2)
+    transition_n_layers = trial.suggest_int("transition_n_layers", 2, 7)
+    transition_hidden_size = trial.suggest_categorical("transition_hidden_size", [64, 128, 256, 512])
+    model_learning_rate = trial.suggest_float("model_learning_rate", 1e-4, 1e-3, log=True)
+
+    trial.set_user_attr("gamma", 1 - one_minus_gamma)
+    trial.set_user_attr("batch_size", 2**batch_size_pow)
+    return {
+        "gamma": 1 - one_minus_gamma,
+        "learning_rate": learning_rate,
+        "batch_size": 2**batch_size_pow,
+        "value_expansion_horizon": value_expansion_horizon,
+        "gradient_steps": gradient_steps,
+        "target_update_interval": target_update_interval,
+        "explore_chance": explore_chance,
+        "transition_n_layers": transition_n_layers,
+        "transition_hidden_size": transition_hidden_size,
+        "model_learning_rate": model_learning_rate,
+    }
+
+
 SAMPLERS: dict[str, Sampler] = {
     "mbpo": sample_mbpo_params,
     "planet": sample_planet_params,
+    "steve": sample_steve_params,
 }
 
 

@@ -25,7 +25,16 @@ TOKEN = "hf_fake_token_for_tests"
 ORGANIZATION = "tester"
 
 # env id, env steps of training, env steps of one episode (enjoy's -n)
-CASES = {"mbpo": ("Pendulum-v1", 300, 200), "planet": ("sb3_mb/CartpoleBalance-v0", 300, 125)}
+# Every registered algorithm: (env id, training steps, enjoy steps).
+CASES = {
+    "mbpo": ("Pendulum-v1", 300, 200),
+    "planet": ("sb3_mb/CartpoleBalance-v0", 300, 125),
+    "steve": ("Pendulum-v1", 300, 200),
+}
+
+
+def test_every_registered_algorithm_goes_through_the_hub_chain():
+    assert set(CASES) == set(sb3_mb.list_algorithms())
 
 
 def _params(algo: str) -> list[str]:

@@ -7,24 +7,34 @@ import sb3_mb
 from zoo import cli
 from zoo.enjoy import LoadWithoutReplayBuffer
 
+# Every registered algorithm: (algo, env id, tiny constructor arguments as rl-zoo3 -params).
+CASES = [
+    (
+        "mbpo",
+        "Pendulum-v1",
+        "learning_starts:100 model_train_freq:100 epoch_length:100 n_sac_updates_per_step:1 "
+        "n_rollouts_per_step:10 model_max_epochs:3",
+    ),
+    (
+        "planet",
+        "sb3_mb/CartpoleBalance-v0",
+        "seed_episodes:1 updates_per_episode:2 batch_size:4 sequence_length:8 n_candidates:12 "
+        "n_elites:3 n_iterations:2 planning_horizon:3",
+    ),
+    (
+        "steve",
+        "Pendulum-v1",
+        "learning_starts:100 batch_size:32 gradient_steps:1 model_pretrain_steps:20 "
+        "transition_n_layers:2 transition_hidden_size:32 aux_n_layers:1 aux_hidden_size:32",
+    ),
+]
 
-@pytest.mark.parametrize(
-    "algo, env_id, params",
-    [
-        (
-            "mbpo",
-            "Pendulum-v1",
-            "learning_starts:100 model_train_freq:100 epoch_length:100 n_sac_updates_per_step:1 "
-            "n_rollouts_per_step:10 model_max_epochs:3",
-        ),
-        (
-            "planet",
-            "sb3_mb/CartpoleBalance-v0",
-            "seed_episodes:1 updates_per_episode:2 batch_size:4 sequence_length:8 n_candidates:12 "
-            "n_elites:3 n_iterations:2 planning_horizon:3",
-        ),
-    ],
-)
+
+def test_every_registered_algorithm_is_trained_and_enjoyed():
+    assert {algo for algo, _, _ in CASES} == set(sb3_mb.list_algorithms())
+
+
+@pytest.mark.parametrize("algo, env_id, params", CASES)
 def test_train_writes_the_rl_zoo3_layout_and_enjoy_replays_it(
     algo, env_id, params, tmp_path, monkeypatch, capsys
 ):
