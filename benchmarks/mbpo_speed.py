@@ -10,7 +10,12 @@ number of updates, same batch size and networks). Reported:
 - ``overhead = (mbpo - sac) / sac``: the extra cost of model training and rollouts relative to the SAC
   updates (the goal "<= 0.5" reads as this overhead);
 - MBPO's split: time in model training, in rollouts (from the logger's ``time/model_train_s``,
-  ``time/rollout_s``) and in SAC updates.
+  ``time/rollout_s``) and in SAC updates;
+- how close model training runs to the machine's limit: after the timed run, the ensemble trains
+  ``--efficiency-epochs`` more epochs on the run's real data; its FLOPs (counted from the layer sizes:
+  forward + two backward matmuls per training example and member, one forward per holdout example) per
+  second, against a plain float32 matmul's in the same process. A fraction near 1 means the remaining
+  overhead can only shrink by doing less work (fewer epochs, a smaller ensemble), not by vectorising.
 
 Usage::
 
@@ -28,11 +33,13 @@ import platform
 import time
 
 import torch as th
+from planner_speed import matmul_flops_per_second  # benchmarks/ is the script's directory
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_mb import MBPO
+from sb3_mb.common.ensemble import EnsembleLinear
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "mbpo_speed.json")
 
@@ -67,6 +74,25 @@ def timed(model, learning_starts: int, steps: int) -> tuple[float, StepTimer]:
     return time.perf_counter() - timer.start, timer
 
 
+def model_training_flops_per_second(model: MBPO, epochs: int) -> tuple[float, int]:
+    """FLOP/s of ``epochs`` epochs of the ensemble's training on ``model``'s real data (and epochs run)."""
+    obs, actions, next_obs, rewards = model._real_transitions()
+    inputs = th.cat([obs, actions], dim=1)
+    targets = th.cat([next_obs - obs, rewards.unsqueeze(1)], dim=1)
+    trainer, ensemble = model.dynamics_trainer, model.dynamics_model
+    # Multiply-accumulates of one member's forward pass on one example.
+    macs = sum(m.in_features * m.out_features for m in ensemble.modules() if isinstance(m, EnsembleLinear))
+    n = inputs.shape[0]
+    n_holdout = min(int(n * trainer.holdout_ratio), trainer.max_holdout)
+    start = time.perf_counter()
+    result = trainer.train(inputs, targets, max_epochs=epochs, generator=th.Generator().manual_seed(0))
+    seconds = time.perf_counter() - start
+    members = ensemble.ensemble_size
+    per_epoch = members * 2 * macs * (3 * (n - n_holdout) + n_holdout)  # train: fwd + 2 bwd; holdout: fwd
+    flops = per_epoch * result.n_epochs + members * 2 * macs * n_holdout  # + the final holdout pass
+    return flops / seconds, result.n_epochs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -76,6 +102,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=20, help="SAC updates per env step (MBPO default 20)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--efficiency-epochs", type=int, default=10)
     args = parser.parse_args()
     th.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -96,6 +123,8 @@ def main() -> None:
     sac_s, _ = timed(sac, args.learning_starts, args.steps)
 
     model_s = timer.model_train_s + timer.rollout_s
+    train_flops, efficiency_epochs = model_training_flops_per_second(mbpo, args.efficiency_epochs)
+    matmul_flops = matmul_flops_per_second(th.device(args.device))
     out = {
         "env": "Pendulum-v1",
         "device": args.device,
@@ -113,6 +142,10 @@ def main() -> None:
         "mbpo_rollout_ms_per_step": 1000 * timer.rollout_s / args.steps,
         "mbpo_sac_updates_ms_per_step": 1000 * (mbpo_s - model_s) / args.steps,
         "mbpo_model_trainings": mbpo._model_train_count,
+        "model_train_gflops": train_flops / 1e9,
+        "matmul_gflops": matmul_flops / 1e9,
+        "model_train_fraction_of_matmul": train_flops / matmul_flops,
+        "efficiency_epochs": efficiency_epochs,
     }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
