@@ -9,6 +9,7 @@ Contract checked here:
 - ``predict`` on a single and on a vectorised observation, with and without a recurrent ``state`` and
   ``episode_start`` (RecurrentPPO's contract for stateful agents);
 - ``evaluate_policy`` and ``EvalCallback`` work unchanged;
+- float64 ``Box`` observations (MuJoCo's dtype) train and predict like float32 ones;
 - an unsupported observation or action space raises a clear ``ValueError`` / ``TypeError`` naming it.
 """
 
@@ -164,6 +165,27 @@ class _SpaceEnv(gym.Env):
 
     def step(self, action):
         return self.observation_space.sample(), 0.0, False, False, {}
+
+
+class Float64Observations(gym.ObservationWrapper):
+    """The test env's observations as float64, the dtype of MuJoCo / dm_control observations."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        box = env.observation_space
+        self.observation_space = spaces.Box(box.low, box.high, dtype=np.float64)
+
+    def observation(self, observation):
+        return np.asarray(observation, dtype=np.float64)
+
+
+def test_float64_observations_train_and_predict(spec):
+    env = make_vec_env(spec.test_env, n_envs=1, seed=0, wrapper_class=Float64Observations)
+    assert env.observation_space.dtype == np.float64
+    model = _make_model(spec, env=env)
+    model.learn(spec.test_timesteps)
+    action, _ = model.predict(env.reset(), episode_start=np.ones(1, dtype=bool), deterministic=True)
+    assert env.action_space.contains(action[0])
 
 
 @pytest.mark.parametrize(

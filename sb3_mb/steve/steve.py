@@ -382,6 +382,16 @@ class STEVE(DDPG):
             state_dicts += ["world_model", "model_optimizer"]
         return state_dicts, []
 
+    # ------------------------------------------------------------------------------------ replay
+    def _sample(self, batch_size: int) -> ReplayBufferSamples:
+        """A replay batch with float32 observations: SB3's buffer keeps the observation space's dtype (float64
+        for MuJoCo envs), which the float32 networks and batched ensembles do not take."""
+        assert self.replay_buffer is not None
+        data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        return data._replace(
+            observations=data.observations.float(), next_observations=data.next_observations.float()
+        )
+
     # ------------------------------------------------------------------------------------ world model
     def train_world_model(self, n_updates: int) -> dict[str, float]:
         """``n_updates`` world-model updates on real batches of ``model_batch_size``; mean losses.
@@ -394,7 +404,7 @@ class STEVE(DDPG):
         self.world_model.train(True)
         totals: dict[str, float] = {}
         for _ in range(n_updates):
-            data = self.replay_buffer.sample(self.model_batch_size, env=self._vec_normalize_env)
+            data = self._sample(self.model_batch_size)
             losses = self.world_model.loss(
                 data.observations,
                 data.actions,
@@ -501,7 +511,7 @@ class STEVE(DDPG):
         critic_losses, actor_losses, reg_losses = [], [], []
         for _ in range(gradient_steps):
             self._n_updates += 1
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            data = self._sample(batch_size)
 
             critic_loss = self._critic_loss(data, stats)
             self.critic.optimizer.zero_grad()
