@@ -35,6 +35,17 @@ NET_ARCH = {"small": [64, 64], "medium": [256, 256], "big": [400, 300]}
 RSSM_SIZE = {"small": (64, 16, 64), "medium": (128, 30, 128), "paper": (200, 30, 200)}
 
 
+def _sample_discount_rate_batch(trial: optuna.Trial, max_learning_rate: float) -> dict[str, Any]:
+    """``gamma`` (as ``one_minus_gamma``, log scale), ``learning_rate`` and a power-of-two ``batch_size``, the
+    off-policy learner's basics (rl-zoo3's SAC/TD3 samplers draw them alike)."""
+    one_minus_gamma = trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True)
+    learning_rate = trial.suggest_float("learning_rate", 1e-5, max_learning_rate, log=True)
+    batch_size_pow = trial.suggest_int("batch_size_pow", 5, 9)  # 32 .. 512
+    trial.set_user_attr("gamma", 1 - one_minus_gamma)
+    trial.set_user_attr("batch_size", 2**batch_size_pow)
+    return {"gamma": 1 - one_minus_gamma, "learning_rate": learning_rate, "batch_size": 2**batch_size_pow}
+
+
 def sample_mbpo_params(
     trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
 ) -> dict[str, Any]:
@@ -45,9 +56,7 @@ def sample_mbpo_params(
     from the start); ``model_data_ratio_schedule = (0, ramp, 0, p)`` likewise for the ratio ``p``.
     The model loss is the user's choice (``-params model_loss:'"vagram"'``), never sampled.
     """
-    one_minus_gamma = trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True)
-    learning_rate = trial.suggest_float("learning_rate", 1e-5, 2e-3, log=True)
-    batch_size_pow = trial.suggest_int("batch_size_pow", 5, 9)  # 32 .. 512
+    basics = _sample_discount_rate_batch(trial, max_learning_rate=2e-3)
     tau = trial.suggest_float("tau", 1e-3, 0.08, log=True)
     net_arch = trial.suggest_categorical("net_arch", list(NET_ARCH))
     n_sac_updates_per_step = trial.suggest_categorical("n_sac_updates_per_step", [1, 5, 10, 20])
@@ -59,12 +68,8 @@ def sample_mbpo_params(
     n_layers = trial.suggest_int("n_layers", 2, 4)
     model_learning_rate = trial.suggest_float("model_learning_rate", 1e-4, 3e-3, log=True)
 
-    trial.set_user_attr("gamma", 1 - one_minus_gamma)
-    trial.set_user_attr("batch_size", 2**batch_size_pow)
     return {
-        "gamma": 1 - one_minus_gamma,
-        "learning_rate": learning_rate,
-        "batch_size": 2**batch_size_pow,
+        **basics,
         "tau": tau,
         "policy_kwargs": {"net_arch": NET_ARCH[net_arch]},
         "n_sac_updates_per_step": n_sac_updates_per_step,
@@ -130,9 +135,7 @@ def sample_steve_params(
     ``target_mode`` is the user's choice (``-params target_mode:'"mve"'``), never sampled; the target Q stays
     a hard copy (every ``target_update_interval`` updates).
     """
-    one_minus_gamma = trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True)
-    learning_rate = trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
-    batch_size_pow = trial.suggest_int("batch_size_pow", 5, 9)  # 32 .. 512
+    basics = _sample_discount_rate_batch(trial, max_learning_rate=1e-3)
     value_expansion_horizon = trial.suggest_int("value_expansion_horizon", 1, 5)
     gradient_steps = trial.suggest_categorical("gradient_steps", [1, 2, 4])
     target_update_interval = trial.suggest_categorical("target_update_interval", [100, 250, 500, 1000])
@@ -141,12 +144,8 @@ def sample_steve_params(
     transition_hidden_size = trial.suggest_categorical("transition_hidden_size", [64, 128, 256, 512])
     model_learning_rate = trial.suggest_float("model_learning_rate", 1e-4, 1e-3, log=True)
 
-    trial.set_user_attr("gamma", 1 - one_minus_gamma)
-    trial.set_user_attr("batch_size", 2**batch_size_pow)
     return {
-        "gamma": 1 - one_minus_gamma,
-        "learning_rate": learning_rate,
-        "batch_size": 2**batch_size_pow,
+        **basics,
         "value_expansion_horizon": value_expansion_horizon,
         "gradient_steps": gradient_steps,
         "target_update_interval": target_update_interval,
