@@ -291,6 +291,7 @@ PENDULUM_KWARGS = load_hyperparams("mbpo", "Pendulum-v1")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 788 s on a machine shared by 4 processes (the default limit is 600 s)
 def test_pendulum_reaches_minus_400_within_3000_steps():
     """Default loss (NLL) and ensemble (7 x 4 x 200): mean return >= -400 over 5 episodes after 1500 steps
     (the issue's bound is 3000; the 3 benchmark seeds cross -200 after 750-1250)."""
