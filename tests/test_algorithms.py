@@ -167,20 +167,15 @@ class _SpaceEnv(gym.Env):
         return self.observation_space.sample(), 0.0, False, False, {}
 
 
-class Float64Observations(gym.ObservationWrapper):
-    """The test env's observations as float64, the dtype of MuJoCo / dm_control observations."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        box = env.observation_space
-        self.observation_space = spaces.Box(box.low, box.high, dtype=np.float64)
-
-    def observation(self, observation):
-        return np.asarray(observation, dtype=np.float64)
-
-
 def test_float64_observations_train_and_predict(spec):
-    env = make_vec_env(spec.test_env, n_envs=1, seed=0, wrapper_class=Float64Observations)
+    # float64 is the dtype of MuJoCo / dm_control observations.
+    env = make_vec_env(
+        spec.test_env,
+        n_envs=1,
+        seed=0,
+        wrapper_class=gym.wrappers.DtypeObservation,
+        wrapper_kwargs=dict(dtype=np.float64),
+    )
     assert env.observation_space.dtype == np.float64
     model = _make_model(spec, env=env)
     model.learn(spec.test_timesteps)
