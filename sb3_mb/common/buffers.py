@@ -1,7 +1,8 @@
 """Episode / sequence replay: whole episodes from ``n_envs`` parallel envs, sampled as windows of length T.
 
-Used by PlaNet (batches of 50 sequences x 50 steps, spec ``planet.md`` 3.1), World Models (contiguous
-sequences for the MDN-RNN, spec ``world_models.md`` 4.1-4.2) and the gamma-models' transition pool.
+Used by PlaNet (batches of 50 sequences x 50 steps, Hafner et al. 2019, arXiv:1811.04551, App. A), World
+Models (contiguous sequences for the MDN-RNN, Ha & Schmidhuber 2018, arXiv:1803.10122) and the
+gamma-models' transition pool (Janner et al. 2020, arXiv:2010.14496).
 
 Storage convention (Dreamer / PlaNet "time step" records). An episode of ``L`` environment steps
 ``o_0, a_0, r_0, o_1, ..., a_{L-1}, r_{L-1}, o_L`` is stored as ``L + 1`` records ``k = 0..L``:
@@ -383,7 +384,7 @@ class EpisodeReplayBuffer(ReplayBuffer):
         """Sample ``batch_size`` windows of ``seq_len`` consecutive records, never across an episode end.
 
         Uniform over all valid windows; episodes with fewer than ``seq_len`` records are skipped.
-        PlaNet uses ``batch_size=50, seq_len=50`` (spec ``planet.md`` 3.1).
+        PlaNet uses ``batch_size=50, seq_len=50`` (Hafner et al. 2019, arXiv:1811.04551, App. A).
 
         :param batch_size: B.
         :param seq_len: T, in records (see the module docstring for the ``o_t`` / ``a_{t-1}`` alignment).

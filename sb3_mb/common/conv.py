@@ -1,6 +1,7 @@
 """PlaNet / World Models 64x64 convolutional encoder and decoder, and image pre/post-processing.
 
-Architecture (spec ``planet.md`` 3.1, ``world_models.md`` 4.1; PlaNet ``networks/conv_ha.py``):
+Architecture: the VAE networks of World Models (Ha & Schmidhuber 2018, arXiv:1803.10122, App. A.1), which
+PlaNet uses too (Hafner et al. 2019, arXiv:1811.04551, App. A):
 
 - encoder: 4 convs, kernel 4, stride 2, channels ``depth * (1, 2, 4, 8)`` (32 -> 64 -> 128 -> 256),
   64x64 -> 31 -> 14 -> 6 -> 2, flattened to ``32 * depth`` (1024) features;
@@ -116,8 +117,8 @@ def preprocess_observation(
     """Quantise uint8 images to ``bit_depth`` bits, dequantise with uniform noise, centre on 0.
 
     ``x -> floor(x / 2^(8 - bits)) / 2^bits + U[0, 2^-bits) - 0.5``: with ``bit_depth=5`` there are 32
-    levels ``k / 32 - 0.5`` and noise of width 1/32, so values lie in ``[-0.5, 0.5)`` (spec ``planet.md``
-    3.1; PlaNet ``tools/preprocess.py``).
+    levels ``k / 32 - 0.5`` and noise of width 1/32, so values lie in ``[-0.5, 0.5)`` (PlaNet's 5-bit
+    images, Hafner et al. 2019, App. A).
 
     :param observation: uint8 images ``(..., H, W, C)`` if ``channels_last`` else ``(..., C, H, W)``
         (SB3's ``VecTransposeImage`` gives channel-first).
@@ -144,7 +145,7 @@ def preprocess_observation(
 
 
 def postprocess_observation(image: th.Tensor, bit_depth: int = 5, channels_last: bool = True) -> np.ndarray:
-    """Inverse of :func:`preprocess_observation`, to uint8 for videos (PlaNet ``tools/postprocess``).
+    """Inverse of :func:`preprocess_observation`, to uint8 for videos.
 
     ``x -> clip(floor(2^bits (x + 0.5)) * 2^(8 - bits), 0, 255)``, so a quantised image comes back
     exactly (``floor(x / 8) * 8`` for 5 bits).

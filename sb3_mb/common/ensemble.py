@@ -1,14 +1,15 @@
 """Vectorised ensemble MLP (E members as one batched matmul) and its trainer with early stopping.
 
-The ensemble is the dynamics model of MBPO / VaGraM (Janner et al. 2019, App. C; Voelcker et al. 2022,
-``VAMLMLP``) and of STEVE (Buckman et al. 2018, ``worldmodel.py``): ``E`` independent MLPs whose weights are
-stored as ``(E, in, out)`` tensors, so a forward pass over all members is one ``torch.baddbmm`` per layer and
-there is no Python loop over members.
+The ensemble is the dynamics model of MBPO / VaGraM (Janner et al. 2019, arXiv:1906.08253, App. C;
+Voelcker et al. 2022, arXiv:2204.01464) and the Q, transition, reward and done ensembles of STEVE
+(Buckman et al. 2018, arXiv:1807.01675, Sec. 4): ``E`` independent MLPs whose weights are stored as
+``(E, in, out)`` tensors, so a forward pass over all members is one ``torch.baddbmm`` per layer and there
+is no Python loop over members.
 
 Two heads:
 
-- Gaussian (PETS / MBPO): mean and log-variance, the log-variance softly bounded by learned ``max_logvar`` /
-  ``min_logvar`` (Chua et al. 2018, App. A.1)::
+- Gaussian (PETS / MBPO): mean and log-variance, the log-variance softly bounded by ``max_logvar`` /
+  ``min_logvar`` (Chua et al. 2018, arXiv:1805.12114, App. A.1)::
 
       logvar = max_logvar - softplus(max_logvar - logvar)
       logvar = min_logvar + softplus(logvar - min_logvar)
@@ -17,6 +18,9 @@ Two heads:
 
 Inputs are normalised inside ``forward`` by :class:`Normalizer`, whose mean and std are registered buffers
 (saved with ``state_dict``) fitted on the training inputs by :class:`EnsembleTrainer`.
+
+Which member sees which row (a training example, a rollout) is decided in one place,
+:func:`random_member_split`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_mb.common.distributions import gaussian_nll
+
 __all__ = [
     "EnsembleLinear",
     "EnsembleMLP",
@@ -37,8 +43,9 @@ __all__ = [
     "EnsembleTrainResult",
     "LossFn",
     "Normalizer",
-    "gaussian_nll",
     "mse_loss",
+    "nll_loss",
+    "random_member_split",
 ]
 
 #: Pluggable model loss: ``loss_fn(pred_mean, pred_logvar, target, batch_indices) -> (E,)``.
@@ -47,31 +54,43 @@ __all__ = [
 #: of every example each member sees. Returns one loss per member, shape ``(E,)``.
 LossFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor], torch.Tensor]
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
-    "tanh": nn.Tanh,
-    "leaky_relu": nn.LeakyReLU,
-}
-
-
 #: Weight initialisations of :class:`EnsembleLinear`.
 _INITS = ("truncated_normal", "xavier_uniform")
 
 
-def _make_activation(activation: str | type[nn.Module] | nn.Module) -> nn.Module:
-    if isinstance(activation, nn.Module):
-        return activation
-    if isinstance(activation, type) and issubclass(activation, nn.Module):
-        return activation()
-    try:
-        return _ACTIVATIONS[str(activation).lower()]()
-    except KeyError:
-        raise ValueError(
-            f"Unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)}"
-        ) from None
+def random_member_split(
+    n_rows: int,
+    n_members: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    drop_remainder: bool = True,
+) -> torch.Tensor:
+    """Balanced random assignment of ``n_rows`` rows to ``n_members`` ensemble members.
+
+    A random permutation of ``range(n_rows)`` cut into ``n_members`` consecutive parts; part ``m`` holds the
+    rows member ``m`` takes. Every caller assigns rows this way:
+
+    - training, "each example trains one random member" (STEVE's ``random`` reduce, Buckman et al. 2018,
+      Sec. 4): ``drop_remainder=True``, ``n_rows // n_members`` rows each, the ``n_rows % n_members``
+      left-over rows unused, so one forward pass costs one member's compute per row instead of ``E``;
+    - rollouts, "a random elite per row and step" (MBPO's TS1 propagation, Janner et al. 2019, App. C):
+      ``drop_remainder=False``, ``ceil(n_rows / n_members)`` slots each, every row used once and the unused
+      slots at the end of the last parts set to ``-1``.
+
+    :param generator: ``torch.Generator`` on ``device`` (None: torch's global RNG).
+    :return: ``(n_members, rows_per_member)`` long tensor of row indices (``-1`` marks an empty slot).
+    :raises ValueError: if ``drop_remainder`` and ``n_rows < n_members`` (a member would get no row).
+    """
+    perm = torch.randperm(n_rows, generator=generator, device=device)
+    if drop_remainder:
+        per_member = n_rows // n_members
+        if per_member == 0:
+            raise ValueError(f"Cannot give each of {n_members} ensemble members a row out of {n_rows}")
+        return perm[: per_member * n_members].view(n_members, per_member)
+    per_member = -(-n_rows // n_members)
+    padded = torch.full((n_members * per_member,), -1, dtype=perm.dtype, device=perm.device)
+    padded[:n_rows] = perm
+    return padded.view(n_members, per_member)
 
 
 class Normalizer(nn.Module):
@@ -109,12 +128,9 @@ class EnsembleLinear(nn.Module):
     """``E`` independent affine maps applied as one batched matmul.
 
     Weight ``(E, in_features, out_features)``, bias ``(E, 1, out_features)``; truncated-normal init with
-    std ``1 / (2 sqrt(in_features))`` cut at two std
-    (PETS / MBPO / mbrl-lib ``truncated_normal_init``), zero bias.
-
+    std ``1 / (2 sqrt(in_features))`` cut at two std (PETS / MBPO / mbrl-lib), zero bias.
     ``init="xavier_uniform"`` instead draws every member's weight from
-    ``U(-sqrt(6 / (in + out)), sqrt(6 / (in + out)))`` (Glorot; TF's ``xavier_initializer``, STEVE's
-    ``nn.py``).
+    ``U(-sqrt(6 / (in + out)), sqrt(6 / (in + out)))`` (Glorot & Bengio 2010, STEVE's initialisation).
 
     ``forward(x, member_idx=None)``: ``x`` of shape ``(batch, in)`` (broadcast to every member) or
     ``(E', batch, in)`` where ``E' = E`` or ``E' = len(member_idx)`` (the rows use those members' weights).
@@ -162,83 +178,64 @@ class EnsembleMLP(nn.Module):
     :param in_dim: input size (for a dynamics model: ``obs_dim + action_dim``).
     :param out_dim: output size (for MBPO: ``obs_dim + 1``, i.e. ``[delta_obs, reward]``).
     :param ensemble_size: number of members ``E`` (MBPO / VaGraM: 7; STEVE: 4).
-    :param n_layers: number of hidden layers (MBPO: 4; VaGraM capacity experiments: 2-4; STEVE transition: 8).
-    :param hidden_size: units per hidden layer (MBPO: 200; capacity experiments: 64; STEVE: 512).
-    :param activation: ``"silu"`` (MBPO / VaGraM default), ``"relu"`` (STEVE), ... or an ``nn.Module``.
+    :param net_arch: hidden layer sizes of every member (MBPO: ``[200] * 4``; VaGraM capacity experiments
+        ``[64] * 2``; STEVE transition ``[512] * 7``); empty for an affine map.
+    :param activation_fn: activation class (MBPO / VaGraM: ``nn.SiLU``; STEVE: ``nn.ReLU``).
     :param deterministic: mean-only head (VaGraM, STEVE) instead of mean + bounded log-variance.
     :param n_elites: members used for prediction, chosen on the holdout (MBPO: 5 of 7). ``None``: all.
-    :param weight_decay: L2 coefficient per linear layer (``n_layers + 1`` values, MBPO's TF code uses
-        ``[2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4]``) or one float for all. The penalty
-        ``sum_l wd_l / 2 * ||W_l||^2`` (:meth:`weight_decay_loss`) equals Adam's ``weight_decay=wd``.
-    :param learn_logvar_bounds: train ``max_logvar`` / ``min_logvar`` (PETS; mbrl-lib's MBPO configs: False).
-    :param init_max_logvar: initial upper log-variance bound (PETS: 0.5).
-    :param init_min_logvar: initial lower log-variance bound (PETS: -10).
     :param init: weight initialisation of every layer: ``"truncated_normal"`` (PETS / MBPO, default) or
         ``"xavier_uniform"`` (STEVE); biases start at zero.
-    :raises ValueError: for non-positive sizes, an unknown ``init``, ``n_elites > ensemble_size`` or a wrong
-        ``weight_decay`` length.
+    :raises ValueError: for non-positive sizes, an unknown ``init`` or ``n_elites > ensemble_size``.
     """
 
     elite_idx: torch.Tensor
+    max_logvar: torch.Tensor
+    min_logvar: torch.Tensor
+
+    #: The log-variance bounds of the Gaussian head (PETS: 0.5 and -10; fixed, as mbrl-lib's MBPO configs).
+    MAX_LOGVAR, MIN_LOGVAR = 0.5, -10.0
 
     def __init__(
         self,
         in_dim: int,
         out_dim: int,
         ensemble_size: int = 7,
-        n_layers: int = 4,
-        hidden_size: int = 200,
-        activation: str | type[nn.Module] | nn.Module = "silu",
+        net_arch: Sequence[int] = (200, 200, 200, 200),
+        activation_fn: type[nn.Module] = nn.SiLU,
         deterministic: bool = False,
         n_elites: int | None = None,
-        weight_decay: float | Sequence[float] = 0.0,
-        learn_logvar_bounds: bool = False,
-        init_max_logvar: float = 0.5,
-        init_min_logvar: float = -10.0,
         init: str = "truncated_normal",
     ):
         super().__init__()
-        if min(in_dim, out_dim, ensemble_size, hidden_size) < 1 or n_layers < 0:
+        net_arch = [int(size) for size in net_arch]
+        if min(in_dim, out_dim, ensemble_size, *net_arch) < 1:
             raise ValueError(
                 f"Sizes must be positive: in_dim={in_dim}, out_dim={out_dim}, ensemble_size={ensemble_size}, "
-                f"hidden_size={hidden_size}, n_layers={n_layers}"
+                f"net_arch={net_arch}"
             )
         n_elites = ensemble_size if n_elites is None else int(n_elites)
         if not 1 <= n_elites <= ensemble_size:
             raise ValueError(f"n_elites={n_elites} must lie in [1, ensemble_size={ensemble_size}]")
         self.in_dim, self.out_dim, self.ensemble_size = in_dim, out_dim, ensemble_size
-        self.n_layers, self.hidden_size, self.deterministic = n_layers, hidden_size, deterministic
-        self.n_elites = n_elites
+        self.net_arch, self.deterministic, self.n_elites = net_arch, deterministic, n_elites
 
-        sizes = [in_dim] + [hidden_size] * n_layers
+        sizes = [in_dim, *net_arch]
         self.hidden_layers = nn.ModuleList(
             EnsembleLinear(ensemble_size, i, o, init=init) for i, o in zip(sizes[:-1], sizes[1:], strict=True)
         )
         head_out = out_dim if deterministic else 2 * out_dim
         self.output_layer = EnsembleLinear(ensemble_size, sizes[-1], head_out, init=init)
-        self.activation = _make_activation(activation)
-
-        n_linear = n_layers + 1
-        if isinstance(weight_decay, (int, float)):
-            decays = [float(weight_decay)] * n_linear
-        else:
-            decays = [float(w) for w in weight_decay]
-            if len(decays) != n_linear:
-                raise ValueError(
-                    f"weight_decay needs {n_linear} values (one per linear layer), got {len(decays)}"
-                )
-        self.weight_decay = decays
-
+        self.activation = activation_fn()
         if not deterministic:
-            self.max_logvar = nn.Parameter(
-                torch.full((1, out_dim), float(init_max_logvar)), requires_grad=learn_logvar_bounds
-            )
-            self.min_logvar = nn.Parameter(
-                torch.full((1, out_dim), float(init_min_logvar)), requires_grad=learn_logvar_bounds
-            )
-        self.learn_logvar_bounds = learn_logvar_bounds and not deterministic
+            self.register_buffer("max_logvar", torch.full((1, out_dim), self.MAX_LOGVAR))
+            self.register_buffer("min_logvar", torch.full((1, out_dim), self.MIN_LOGVAR))
         self.input_normalizer = Normalizer(in_dim)
         self.register_buffer("elite_idx", torch.arange(n_elites))
+
+    @property
+    def linear_layers(self) -> list[EnsembleLinear]:
+        """The hidden layers then the output layer."""
+        return [*self.hidden_layers, self.output_layer]
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -280,27 +277,14 @@ class EnsembleMLP(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * logvar) * noise
 
-    # ------------------------------------------------------------------ regularisers
-    def weight_decay_loss(self) -> torch.Tensor:
-        """``sum_l wd_l / 2 * ||W_l||^2`` over the linear layers (all members), a scalar."""
-        layers = [*self.hidden_layers, self.output_layer]
-        total = self.output_layer.weight.new_zeros(())
-        for decay, layer in zip(self.weight_decay, layers, strict=True):
-            if decay > 0:
-                total = total + 0.5 * decay * layer.weight.pow(2).sum()
-        return total
-
-    def logvar_bound_loss(self) -> torch.Tensor:
-        """``0.01 * (sum max_logvar - sum min_logvar)`` (PETS) when the bounds are learned, else 0."""
-        if not self.learn_logvar_bounds:
-            return self.output_layer.weight.new_zeros(())
-        return 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
-
     # ------------------------------------------------------------------ members and elites
     def member_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters with a leading member dimension ``E`` (what early stopping snapshots per member)."""
-        layers = [*self.hidden_layers, self.output_layer]
-        return {f"{i}.{name}": p for i, layer in enumerate(layers) for name, p in layer.named_parameters()}
+        return {
+            f"{i}.{name}": p
+            for i, layer in enumerate(self.linear_layers)
+            for name, p in layer.named_parameters()
+        }
 
     def set_elites(self, elite_idx: Sequence[int] | torch.Tensor) -> None:
         """Set the elite members (``n_elites`` distinct indices in ``[0, E)``)."""
@@ -313,19 +297,20 @@ class EnsembleMLP(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- losses
-def gaussian_nll(
+def nll_loss(
     pred_mean: torch.Tensor, pred_logvar: torch.Tensor | None, target: torch.Tensor, batch_indices=None
 ) -> torch.Tensor:
-    """Gaussian negative log-likelihood without constants, per member: ``(E,)``.
+    """The Gaussian likelihood loss of PETS / MBPO per member, ``(E,)``.
 
-    ``mean over batch and dims of (mean - target)^2 * exp(-logvar) + logvar`` (PETS / MBPO model loss).
+    ``mean over batch and dims of (mean - target)^2 * exp(-logvar) + logvar``: twice the Gaussian NLL
+    without its constant (:func:`~sb3_mb.common.distributions.gaussian_nll`), the scale of Chua et al.
+    2018, arXiv:1805.12114, Eq. 2 and of the MBPO code.
 
     :raises ValueError: for a deterministic head (``pred_logvar is None``).
     """
     if pred_logvar is None:
         raise ValueError("The Gaussian NLL loss needs a Gaussian head (deterministic=False)")
-    inv_var = torch.exp(-pred_logvar)
-    return ((pred_mean - target).pow(2) * inv_var + pred_logvar).mean(dim=(-2, -1))
+    return 2.0 * gaussian_nll(target, pred_mean, pred_logvar, constant=False).mean(dim=(-2, -1))
 
 
 def mse_loss(
@@ -335,7 +320,7 @@ def mse_loss(
     return (pred_mean - target).pow(2).mean(dim=(-2, -1))
 
 
-_BUILTIN_LOSSES: dict[str, LossFn] = {"nll": gaussian_nll, "mse": mse_loss}
+_BUILTIN_LOSSES: dict[str, LossFn] = {"nll": nll_loss, "mse": mse_loss}
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -362,19 +347,18 @@ class EnsembleTrainResult:
 class EnsembleTrainer:
     """Fit an :class:`EnsembleMLP` on ``(inputs, targets)`` with a holdout set and MBPO's early stopping.
 
-    Source: MBPO (Janner et al. 2019), ``mbpo/models/bnn.py``: the holdout is a random split; after every
-    epoch each member's holdout score is compared with its best; a member *improves* when
-    ``(best - score) / |best| > improvement_threshold`` and its weights are snapshotted; training stops after
-    ``patience`` epochs in which no member improved, and every member is restored to its best snapshot.
-    Elites are the ``model.n_elites`` members with the lowest best holdout score.
+    Source: MBPO (Janner et al. 2019, arXiv:1906.08253, App. C, and its released code): the holdout is a
+    random split; after every epoch each member's holdout score is compared with its best; a member
+    *improves* when ``(best - score) / |best| > improvement_threshold`` and its weights are snapshotted;
+    training stops after ``patience`` epochs in which no member improved, and every member is restored to
+    its best snapshot. Elites are the ``model.n_elites`` members with the lowest best holdout score.
 
-    Data sampling per member (``sampling``):
+    Each member trains on its own bootstrap resample of the training split (PETS, Chua et al. 2018,
+    arXiv:1805.12114, Sec. 4.1), drawn once per :meth:`train` call and reshuffled every epoch.
 
-    - ``"bootstrap"`` (PETS / MBPO): each member trains on its own resample with replacement of the training
-      split, drawn once per :meth:`train` call and reshuffled every epoch;
-    - ``"permute"``: each member sees every training example, in its own order;
-    - ``"random_member"`` (STEVE, ``worldmodel.py``): every example trains one random member: each epoch the
-      shuffled training split is cut into ``E`` equal parts, part ``m`` for member ``m``.
+    Holdout score: the mean squared error for the built-in losses (MBPO / mbrl-lib pick elites and stop on
+    the holdout MSE), the training loss itself for a callable loss (VaGraM scores what it trains). It is
+    evaluated under ``torch.no_grad()``: a callable that needs autograd (value gradients) enables it itself.
 
     :param model: the ensemble to train.
     :param learning_rate: Adam learning rate (MBPO: 1e-3).
@@ -385,15 +369,12 @@ class EnsembleTrainer:
     :param max_epochs: epoch cap (``None``: only early stopping; requires a holdout).
     :param patience: epochs without improvement before stopping (MBPO TF: 5; mbrl-lib / VaGraM: 10).
     :param improvement_threshold: relative improvement that counts (MBPO: 0.01).
-    :param sampling: ``"bootstrap"``, ``"permute"`` or ``"random_member"`` (see above).
-    :param loss: ``"nll"`` (Gaussian NLL, default), ``"mse"`` or a :data:`LossFn` callable.
-    :param holdout_metric: ``"mse"`` (MBPO / mbrl-lib: elites and early stopping on the holdout MSE),
-        ``"loss"`` (the training loss on the holdout; needed by losses that score differently, e.g. VaGraM),
-        or a :data:`LossFn`. Default: ``"mse"`` for the built-in losses, ``"loss"`` for a callable. The metric
-        is evaluated under ``torch.no_grad()``: a callable that needs autograd (value gradients) must enable
-        it itself.
-    :param max_grad_norm: optional global gradient-norm clip (``None``: no clipping, as MBPO).
-    :raises ValueError: on unknown names, a NaN/inf loss (naming the epoch), or no holdout and no epoch cap.
+    :param loss: ``"nll"`` (:func:`nll_loss`, default), ``"mse"`` or a :data:`LossFn` callable.
+    :param weight_decay: L2 coefficient per linear layer (``len(net_arch) + 1`` values; MBPO's code uses
+        ``[2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4]``) or one float for all. The penalty
+        ``sum_l wd_l / 2 * ||W_l||^2`` over the weights (not the biases) equals Adam's ``weight_decay=wd``.
+    :raises ValueError: on an unknown loss, a wrong ``weight_decay`` length, a NaN/inf loss (naming the
+        epoch), or no holdout and no epoch cap.
     """
 
     def __init__(
@@ -406,14 +387,9 @@ class EnsembleTrainer:
         max_epochs: int | None = None,
         patience: int = 5,
         improvement_threshold: float = 0.01,
-        sampling: str = "bootstrap",
         loss: str | LossFn = "nll",
-        holdout_metric: str | LossFn | None = None,
-        max_grad_norm: float | None = None,
-        optimizer: torch.optim.Optimizer | None = None,
+        weight_decay: float | Sequence[float] = 0.0,
     ):
-        if sampling not in ("bootstrap", "permute", "random_member"):
-            raise ValueError(f"sampling must be 'bootstrap', 'permute' or 'random_member', got {sampling!r}")
         if not 0.0 <= holdout_ratio < 1.0:
             raise ValueError(f"holdout_ratio must lie in [0, 1), got {holdout_ratio}")
         self.model = model
@@ -427,14 +403,18 @@ class EnsembleTrainer:
             int(patience),
             improvement_threshold,
         )
-        self.sampling, self.max_grad_norm = sampling, max_grad_norm
         self.loss_fn = self._resolve_loss(loss)
-        if holdout_metric is None:
-            holdout_metric = "mse" if isinstance(loss, str) else "loss"
-        self.holdout_fn = self.loss_fn if holdout_metric == "loss" else self._resolve_loss(holdout_metric)
-        self.optimizer = optimizer or torch.optim.Adam(
-            [p for p in model.parameters() if p.requires_grad], lr=learning_rate
-        )
+        self.holdout_fn = mse_loss if isinstance(loss, str) else self.loss_fn
+        n_linear = len(model.linear_layers)
+        if isinstance(weight_decay, (int, float)):
+            self.weight_decay = [float(weight_decay)] * n_linear
+        else:
+            self.weight_decay = [float(w) for w in weight_decay]
+        if len(self.weight_decay) != n_linear:
+            raise ValueError(
+                f"weight_decay needs {n_linear} values (one per linear layer), got {len(self.weight_decay)}"
+            )
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
 
     @staticmethod
     def _resolve_loss(loss: str | LossFn) -> LossFn:
@@ -443,27 +423,17 @@ class EnsembleTrainer:
         try:
             return _BUILTIN_LOSSES[str(loss)]
         except KeyError:
-            raise ValueError(f"Unknown loss {loss!r}; expected 'nll', 'mse', 'loss' or a callable") from None
+            raise ValueError(f"Unknown loss {loss!r}; expected 'nll', 'mse' or a callable") from None
+
+    def weight_decay_loss(self) -> torch.Tensor:
+        """``sum_l wd_l / 2 * ||W_l||^2`` over the linear layers' weights (all members), a scalar."""
+        total = self.model.output_layer.weight.new_zeros(())
+        for decay, layer in zip(self.weight_decay, self.model.linear_layers, strict=True):
+            if decay > 0:
+                total = total + 0.5 * decay * layer.weight.pow(2).sum()
+        return total
 
     # ------------------------------------------------------------------ helpers
-    def _member_orders(
-        self, n_train: int, bootstrap: torch.Tensor | None, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Per-epoch example order: ``(E, n_per_member)`` positions into the training split."""
-        n_members = self.model.ensemble_size
-        if self.sampling == "bootstrap":
-            perm = torch.argsort(torch.rand(n_members, n_train, generator=generator), dim=1)
-            return torch.gather(bootstrap, 1, perm)
-        if self.sampling == "permute":
-            return torch.argsort(torch.rand(n_members, n_train, generator=generator), dim=1)
-        per_member = n_train // n_members
-        if per_member == 0:
-            raise ValueError(
-                f"random_member sampling needs at least E={n_members} training examples, got {n_train}"
-            )
-        perm = torch.randperm(n_train, generator=generator)[: per_member * n_members]
-        return perm.view(n_members, per_member)
-
     def _check_finite(self, value: torch.Tensor, what: str, epoch: int) -> None:
         if not torch.isfinite(value).all():
             raise ValueError(
@@ -495,12 +465,11 @@ class EnsembleTrainer:
         indices: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         max_epochs: int | None = None,
-        fit_normalizer: bool = True,
     ) -> EnsembleTrainResult:
         """Train until early stopping (or ``max_epochs``), restore each member's best snapshot, set elites.
 
         :param inputs: ``(n, in_dim)`` raw inputs (normalised by the model; the normaliser is fitted on the
-            training split when ``fit_normalizer``).
+            training split).
         :param targets: ``(n, out_dim)``.
         :param indices: ``(n,)`` long dataset indices passed to the loss as ``batch_indices`` (MBPO: replay
             indices, the key of the value-gradient cache). Default ``arange(n)``.
@@ -536,14 +505,11 @@ class EnsembleTrainer:
             hold_pos = train_pos
         x_train, y_train, i_train = inputs[train_pos], targets[train_pos], indices[train_pos]
         x_hold, y_hold, i_hold = inputs[hold_pos], targets[hold_pos], indices[hold_pos]
-        if fit_normalizer:
-            model.input_normalizer.fit(x_train)
+        model.input_normalizer.fit(x_train)
 
         n_train = x_train.shape[0]
         n_members = model.ensemble_size
-        bootstrap = None
-        if self.sampling == "bootstrap":
-            bootstrap = torch.randint(n_train, (n_members, n_train), generator=generator)
+        bootstrap = torch.randint(n_train, (n_members, n_train), generator=generator)
 
         member_params = model.member_parameters()
         best_state = {name: p.detach().clone() for name, p in member_params.items()}
@@ -552,18 +518,18 @@ class EnsembleTrainer:
         epochs_since_update, epoch = 0, 0
         while max_epochs is None or epoch < max_epochs:
             model.train()
-            order = self._member_orders(n_train, bootstrap, generator).to(device)
+            # Each member's bootstrap resample in a fresh order: (E, n_train) positions into the split.
+            perm = torch.argsort(torch.rand(n_members, n_train, generator=generator), dim=1)
+            order = torch.gather(bootstrap, 1, perm).to(device)
             losses = []
             for start in range(0, order.shape[1], self.batch_size):
                 pos = order[:, start : start + self.batch_size]  # (E, b)
                 mean, logvar = model(x_train[pos])
                 member_loss = self.loss_fn(mean, logvar, y_train[pos], i_train[pos])
                 self._check_finite(member_loss, "training loss", epoch)
-                loss = member_loss.sum() + model.weight_decay_loss() + model.logvar_bound_loss()
+                loss = member_loss.sum() + self.weight_decay_loss()
                 self.optimizer.zero_grad()
                 loss.backward()
-                if self.max_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
                 self.optimizer.step()
                 losses.append(member_loss.detach().mean())
             result.train_losses.append(float(torch.stack(losses).mean()))

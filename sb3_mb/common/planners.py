@@ -1,17 +1,18 @@
 """Cross-entropy method (CEM) over action sequences, Gaussian or categorical, with warm start.
 
-The optimisers know nothing of the model (mbrl-lib ``trajectory_opt.py`` style): they call
+The optimisers know nothing of the model (as mbrl-lib's trajectory optimisers): they call
 ``objective(action_sequences) -> returns`` with *all* candidates of *all* envs in one tensor,
 
 - ``action_sequences``: ``(batch, n_candidates, planning_horizon, action_dim)``,
 - ``returns``: ``(batch, n_candidates)``,
 
 where ``batch`` is the number of envs planned for at once. The planner object holds configuration only;
-the warm-start plan is passed in and returned explicitly (it travels in ``predict``'s recurrent ``state``
-as a numpy array ``(batch, planning_horizon, action_dim)``, reset to zeros on episode start).
+the warm-start plan is passed in and returned explicitly (PlaNet carries it in ``predict``'s recurrent
+``state`` as a numpy array ``(batch, planning_horizon, action_dim)``, set to zeros on episode start).
 
-Sources: PlaNet (Hafner et al. 2019, ``planning.py``; spec ``planet.md`` 3.1) for the Gaussian CEM and
-the ``rosea-tf/planet`` fork (spec ``planet.md`` 3.2) for the categorical CEM and the warm start.
+Sources: PlaNet (Hafner et al. 2019, arXiv:1811.04551, Sec. 2 and Alg. 2 of the appendix) for the Gaussian
+CEM; the discrete-action adaptation of Rose's PlaNet fork (github.com/rosea-tf/planet) for the categorical CEM
+and the warm start.
 """
 
 from __future__ import annotations
@@ -56,31 +57,11 @@ class PlanResult:
 def shift_plan(plan: th.Tensor | np.ndarray) -> th.Tensor | np.ndarray:
     """Shift a plan ``(batch, planning_horizon, action_dim)`` one step earlier and append zeros.
 
-    Works on tensors and numpy arrays alike (spec ``planet.md`` 3.2, warm start).
+    Works on tensors and numpy arrays alike (the warm start of Rose's fork).
     """
     if isinstance(plan, np.ndarray):
         return np.concatenate([plan[:, 1:], np.zeros_like(plan[:, :1])], axis=1)
     return th.cat([plan[:, 1:], th.zeros_like(plan[:, :1])], dim=1)
-
-
-def reset_plan(plan: np.ndarray, episode_start: np.ndarray | None) -> np.ndarray:
-    """Zero the warm-start plan of the envs whose episode starts (``episode_start[i]`` true).
-
-    :param plan: ``(batch, planning_horizon, action_dim)``; not modified.
-    :param episode_start: ``(batch,)`` booleans (``predict``'s ``episode_start``) or None (no reset).
-    :return: a copy with the rows of starting envs set to 0.
-    :raises ValueError: if ``episode_start`` does not have ``batch`` entries.
-    """
-    plan = np.array(plan, dtype=np.float32, copy=True)
-    if episode_start is None:
-        return plan
-    episode_start = np.asarray(episode_start, dtype=bool).reshape(-1)
-    if episode_start.shape[0] != plan.shape[0]:
-        raise ValueError(
-            f"episode_start has {episode_start.shape[0]} entries, plan has batch {plan.shape[0]}"
-        )
-    plan[episode_start] = 0.0
-    return plan
 
 
 class CEMOptimizer:
@@ -144,7 +125,7 @@ class CEMOptimizer:
 
 
 class GaussianCEM(CEMOptimizer):
-    """CEM over a diagonal Gaussian on action sequences (PlaNet, spec ``planet.md`` 3.1).
+    """CEM over a diagonal Gaussian on action sequences (PlaNet, Hafner et al. 2019, Alg. 2).
 
     Each iteration samples ``n_candidates`` sequences from ``N(mean, std^2)``, clips them to the action
     bounds, evaluates them in one ``objective`` call, and refits mean and std on the ``n_elites`` best with
@@ -229,7 +210,7 @@ class GaussianCEM(CEMOptimizer):
 
 
 class CategoricalCEM(CEMOptimizer):
-    """CEM over independent per-step categoricals (``rosea-tf/planet`` fork, spec ``planet.md`` 3.2).
+    """CEM over independent per-step categoricals (Rose's PlaNet fork, its discrete-action adaptation).
 
     The distribution is per-step logits ``(batch, planning_horizon, n_actions)``, initialised from
     ``initial_plan`` (zeros = uniform, or the warm start). Each iteration draws ``n_candidates`` independent

@@ -2,7 +2,9 @@
 
 Every function works on any leading batch shape: ``obs`` / ``next_obs`` ``(..., obs_dim)``, ``act``
 ``(..., action_dim)``, result ``(...)`` of dtype bool (``True``: the transition ends the episode).
-They mirror mbrl-lib's ``mbrl/env/termination_fns.py`` (used by MBPO and VaGraM, spec mbpo_vagram 2.4/2.5).
+They mirror the hand-written termination rules of MBPO's code release (Janner et al. 2019,
+arXiv:1906.08253) as mbrl-lib collects them (Pineda et al. 2021, arXiv:2104.10159); VaGraM (Voelcker et
+al. 2022, arXiv:2204.01464) runs on mbrl-lib and uses the same Hopper rule on its distracted Hopper.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ __all__ = [
 
 TerminationFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-#: Hopper's physical observation has 11 columns; distractor dimensions (spec 2.5) come after them.
+#: Hopper's physical observation has 11 columns; VaGraM's distractor dimensions come after them.
 HOPPER_OBS_DIM = 11
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from sb3_mb.common.dynamics import DynamicsModel
 from sb3_mb.common.ensemble import EnsembleMLP
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.termination import (
@@ -17,14 +18,8 @@ OBS_DIM, ACT_DIM, E = 3, 2, 5
 
 def _model(deterministic=False, n_elites=None, seed=0):
     torch.manual_seed(seed)
-    model = EnsembleMLP(
-        OBS_DIM + ACT_DIM,
-        OBS_DIM + 1,
-        ensemble_size=E,
-        n_layers=2,
-        hidden_size=16,
-        deterministic=deterministic,
-        n_elites=n_elites,
+    model = DynamicsModel(
+        OBS_DIM, ACT_DIM, ensemble_size=E, net_arch=[16, 16], deterministic=deterministic, n_elites=n_elites
     )
     model.eval()
     return model
@@ -40,13 +35,12 @@ def _rollout(env, start, n_steps, seed_actions=0):
     return outs
 
 
-@pytest.mark.parametrize("propagation", ["random_model", "fixed_model"])
-def test_shapes_and_seeded_determinism(propagation):
+def test_shapes_and_seeded_determinism():
     model = _model(n_elites=3)
     start = torch.randn(17, OBS_DIM)
 
     def run(seed):
-        env = ModelEnv(model, OBS_DIM, propagation=propagation, generator=torch.Generator().manual_seed(seed))
+        env = ModelEnv(model, generator=torch.Generator().manual_seed(seed))
         return _rollout(env, start, 4)
 
     a, b, c = run(1), run(1), run(2)
@@ -62,7 +56,7 @@ def test_shapes_and_seeded_determinism(propagation):
 def test_all_members_propagation_matches_each_member():
     model = _model(deterministic=True)
     start = torch.randn(6, OBS_DIM)
-    env = ModelEnv(model, OBS_DIM, propagation="all")
+    env = ModelEnv(model, propagation="all")
     obs = env.reset(start)
     assert obs.shape == (E, 6, OBS_DIM)
     acts = torch.randn(E, 6, ACT_DIM)
@@ -80,56 +74,44 @@ def test_all_members_propagation_matches_each_member():
     torch.testing.assert_close(next2, next_obs + out[..., :OBS_DIM], atol=1e-6, rtol=0)
 
 
-def test_fixed_model_follows_one_member_per_rollout():
-    model = _model(n_elites=3)
-    model.set_elites([4, 0, 2])
-    start = torch.randn(10, OBS_DIM)
-    env = ModelEnv(model, OBS_DIM, propagation="fixed_model", generator=torch.Generator().manual_seed(0))
-    env.reset(start)
-    member = env.rollout_member.clone()
-    assert set(member.tolist()) <= {4, 0, 2} and len(set(member.tolist())) == 3
-    obs = start
-    g = torch.Generator().manual_seed(3)
-    for _ in range(3):
-        act = torch.randn(10, ACT_DIM, generator=g)
-        next_obs, rew, _ = env.step(act, deterministic=True)
-        with torch.no_grad():
-            mean, _ = model(torch.cat([obs, act], -1))  # (E, 10, out)
-        expected = mean[member, torch.arange(10)]
-        torch.testing.assert_close(next_obs, obs + expected[:, :OBS_DIM], atol=1e-5, rtol=0)
-        torch.testing.assert_close(rew, expected[:, OBS_DIM], atol=1e-5, rtol=0)
-        assert torch.equal(env.rollout_member, member)
-        obs = next_obs
-    # keep() drops rollouts and keeps the member of the survivors
-    mask = torch.arange(10) % 2 == 0
-    env.keep(mask)
-    assert torch.equal(env.rollout_member, member[mask])
-    act = torch.randn(5, ACT_DIM)
-    next_obs, _, _ = env.step(act, deterministic=True)
-    with torch.no_grad():
-        mean, _ = model(torch.cat([obs[mask], act], -1))
-    torch.testing.assert_close(
-        next_obs, obs[mask] + mean[member[mask], torch.arange(5), :OBS_DIM], atol=1e-5, rtol=0
-    )
-
-
 def test_random_model_uses_only_elites_and_balances_them():
     model = _model(deterministic=True, n_elites=2)
     model.set_elites([1, 3])
     with torch.no_grad():
+        for layer in model.linear_layers:
+            layer.weight.zero_()
+            layer.bias.zero_()
+        model.output_layer.bias[1, 0, 0] = 1.0  # elite 1 moves the first coordinate up, elite 3 down
+        model.output_layer.bias[3, 0, 0] = -1.0
         for m in (0, 2, 4):  # non-elites predict huge deltas
             model.output_layer.bias[m] += 1e6
-    env = ModelEnv(model, OBS_DIM, generator=torch.Generator().manual_seed(0))
+    env = ModelEnv(model, generator=torch.Generator().manual_seed(0))
     env.reset(torch.zeros(101, OBS_DIM))
     next_obs, _, _ = env.step(torch.zeros(101, ACT_DIM))
-    assert next_obs.abs().max() < 1e3
-    member = env._random_elites(101)
-    assert set(member.tolist()) == {1, 3} and abs((member == 1).sum().item() - 50.5) <= 1
+    assert set(next_obs[:, 0].tolist()) == {1.0, -1.0}  # only elites, each row predicted by its own
+    assert (next_obs[:, 0] == 1.0).sum().item() in (50, 51)  # balanced: ceil(101 / 2) and the rest
+    again, _, _ = env.step(torch.zeros(101, ACT_DIM))  # a fresh assignment every step
+    assert not torch.equal(again[:, 0] - next_obs[:, 0] > 0, next_obs[:, 0] > 0)
+
+
+def test_keep_drops_terminated_rollouts():
+    model = _model(deterministic=True)
+    env = ModelEnv(model, generator=torch.Generator().manual_seed(0))
+    start = torch.randn(10, OBS_DIM)
+    env.reset(start)
+    mask = torch.arange(10) % 3 == 0
+    torch.testing.assert_close(env.keep(mask), start[mask])
+    next_obs, rew, term = env.step(torch.zeros(4, ACT_DIM))
+    assert next_obs.shape == (4, OBS_DIM) and rew.shape == (4,) and term.shape == (4,)
+    with pytest.raises(RuntimeError, match="all"):
+        all_env = ModelEnv(model, propagation="all")
+        all_env.reset(start)
+        all_env.keep(mask)
 
 
 def test_gaussian_sampling_vs_deterministic():
     model = _model(n_elites=1)
-    env = ModelEnv(model, OBS_DIM, generator=torch.Generator().manual_seed(0))
+    env = ModelEnv(model, generator=torch.Generator().manual_seed(0))
     start = torch.randn(8, OBS_DIM)
     env.reset(start)
     det, _, _ = env.step(torch.zeros(8, ACT_DIM), deterministic=True)
@@ -139,12 +121,11 @@ def test_gaussian_sampling_vs_deterministic():
 
 
 def test_termination_and_reward_fn_are_respected():
-    model = EnsembleMLP(
-        OBS_DIM + ACT_DIM, OBS_DIM, ensemble_size=E, n_layers=1, hidden_size=8, deterministic=True
+    model = DynamicsModel(
+        OBS_DIM, ACT_DIM, learned_reward=False, ensemble_size=E, net_arch=[8], deterministic=True
     )
     env = ModelEnv(
         model,
-        OBS_DIM,
         termination_fn=lambda o, a, n: n[..., 0] > 0,
         reward_fn=lambda o, a, n: -(n**2).sum(-1),
         generator=torch.Generator().manual_seed(0),
@@ -154,9 +135,33 @@ def test_termination_and_reward_fn_are_respected():
     assert torch.equal(term, next_obs[:, 0] > 0)
     torch.testing.assert_close(rew, -(next_obs**2).sum(-1))
     with pytest.raises(ValueError, match="reward_fn"):
-        ModelEnv(model, OBS_DIM)
+        ModelEnv(model)
     with pytest.raises(RuntimeError, match="reset"):
-        ModelEnv(_model(), OBS_DIM).step(torch.zeros(2, ACT_DIM))
+        ModelEnv(_model()).step(torch.zeros(2, ACT_DIM))
+
+
+def test_xavier_init_and_soft_termination():
+    """What STEVE takes from here: Glorot-uniform ensemble layers, a ModelEnv with done probabilities."""
+    torch.manual_seed(0)
+    net = DynamicsModel(
+        3, 2, learned_reward=False, ensemble_size=2, net_arch=[200], deterministic=True, init="xavier_uniform"
+    )
+    bound = (6 / (5 + 200)) ** 0.5
+    weight = net.hidden_layers[0].weight
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
+    assert (net.hidden_layers[0].bias == 0).all()
+    with pytest.raises(ValueError, match="init"):
+        EnsembleMLP(5, 3, init="bogus")
+
+    def half(obs, act, next_obs):
+        return torch.full(next_obs.shape[:-1], 0.5)
+
+    env = ModelEnv(net, termination_fn=half, reward_fn=lambda o, a, n: o.sum(-1), propagation="all")
+    env.reset(torch.zeros(4, 3))
+    assert env.step(torch.zeros(4, 2))[2].dtype == torch.bool  # default: a flag
+    env = ModelEnv(net, termination_fn=half, reward_fn=lambda o, a, n: o.sum(-1), soft_termination=True)
+    env.reset(torch.zeros(4, 3))
+    torch.testing.assert_close(env.step(torch.zeros(4, 2))[2], torch.full((4,), 0.5))
 
 
 def test_termination_functions():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch as th
 
-from sb3_mb.common.planners import CategoricalCEM, GaussianCEM, reset_plan, shift_plan
+from sb3_mb.common.planners import CategoricalCEM, GaussianCEM, shift_plan
 
 
 def quadratic(target: th.Tensor):
@@ -70,17 +70,12 @@ def test_categorical_cem_finds_best_sequence():
     assert result.plan.shape == result.warm_start.shape == (batch, horizon, n_actions)
 
 
-def test_warm_start_shift_and_reset():
+def test_warm_start_shift():
     plan = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2) + 1
     shifted = shift_plan(plan)
     np.testing.assert_array_equal(shifted[:, :2], plan[:, 1:])
     assert np.all(shifted[:, 2] == 0)
     th.testing.assert_close(shift_plan(th.as_tensor(plan)), th.as_tensor(shifted))
-    reset = reset_plan(plan, np.array([True, False]))
-    assert np.all(reset[0] == 0) and np.array_equal(reset[1], plan[1]) and plan[0].sum() > 0
-    np.testing.assert_array_equal(reset_plan(plan, None), plan)
-    with pytest.raises(ValueError):
-        reset_plan(plan, np.array([True]))
 
     g = th.Generator().manual_seed(3)
     cem = GaussianCEM(planning_horizon=5, action_dim=1, n_candidates=200, n_elites=20, n_iterations=3)
