@@ -76,10 +76,10 @@ def timed(model, learning_starts: int, steps: int) -> tuple[float, StepTimer]:
 
 def model_training_flops_per_second(model: MBPO, epochs: int) -> tuple[float, int]:
     """FLOP/s of ``epochs`` epochs of the ensemble's training on ``model``'s real data (and epochs run)."""
-    obs, actions, next_obs, rewards = model._real_transitions()
-    inputs = th.cat([obs, actions], dim=1)
-    targets = th.cat([next_obs - obs, rewards.unsqueeze(1)], dim=1)
-    trainer, ensemble = model.dynamics_trainer, model.dynamics_model
+    obs, actions, next_obs, rewards = model.replay_buffer.real_transitions()
+    ensemble = model.dynamics
+    inputs, targets = ensemble.inputs(obs, actions), ensemble.targets(obs, next_obs, rewards)
+    trainer = model.dynamics_trainer
     # Multiply-accumulates of one member's forward pass on one example.
     macs = sum(m.in_features * m.out_features for m in ensemble.modules() if isinstance(m, EnsembleLinear))
     n = inputs.shape[0]
@@ -110,7 +110,7 @@ def main() -> None:
     mbpo = MBPO(
         "MlpPolicy",
         make_vec_env("Pendulum-v1", n_envs=1, seed=args.seed),
-        n_sac_updates_per_step=args.updates,
+        gradient_steps=args.updates,
         **common,
     )
     mbpo_s, timer = timed(mbpo, args.learning_starts, args.steps)

@@ -1,15 +1,15 @@
 """VaGraM vs MLE (and the other model losses) on Hopper with distracting dimensions / small models.
 
-Spec ``mbpo_vagram.md`` 2.4-2.6: the paper's claim is that VaGraM beats MLE on Hopper with D = 5-15
+The claim of Voelcker et al. 2022 (arXiv:2204.01464) is that VaGraM beats MLE on Hopper with D = 5-15
 distracting dimensions (``sb3_mb/HopperDistracted{D}-v0``) and with small models (2-3 hidden layers of 64).
 
-Paper budget (``--paper``): ``mbpo_hopper_distraction.yaml``: 500 000 env steps (the scripts' budget;
-the config says 125 000), 10 000 initial exploration steps, epoch 1000, rollout length 1
-(``(20, 150, 1, 1)``), model-data ratio ``(0, 50, 0, 0.95)``, 20 SAC updates per step, actor lr 3e-5,
-critic / alpha lr 3e-4, target update every 4 updates, target entropy -1, SAC nets 2x1024, model batch
-1024 (VaGraM) / 256 (MLE), 7 members / 5 elites, patience 10; one evaluation episode per epoch.
-With ``--distractors 0`` (the capacity experiments) ``mbpo_hopper.yaml`` instead: rollout schedule
-``(20, 150, 1, 5)`` and model-data ratio ``(0, 20, 0, 0.95)``::
+Paper budget (``--paper``), the distracted-Hopper run of the paper's released configuration: 500 000 env
+steps (its scripts' budget; its configuration says 125 000), 10 000 initial exploration steps, epoch 1000,
+rollout length 1 (``(20, 150, 1, 1)``), model-data ratio ``(0, 50, 0, 0.95)``, 20 SAC updates per step,
+actor lr 3e-5, critic / alpha lr 3e-4, target update every 4 updates, target entropy -1, SAC nets 2x1024
+with log-std in ``[-5, 2]``, model batch 1024 (VaGraM) / 256 (MLE), 7 members / 5 elites, patience 10;
+one evaluation episode per epoch. With ``--distractors 0`` (the capacity experiments) MBPO's Hopper
+instead: rollout schedule ``(20, 150, 1, 5)`` and model-data ratio ``(0, 20, 0, 0.95)``::
 
     python benchmarks/mbpo_vagram_hopper.py --paper --loss vagram --distractors 10 --seed 0
     python benchmarks/mbpo_vagram_hopper.py --paper --loss nll --distractors 10 --seed 0
@@ -90,14 +90,14 @@ def main() -> None:
             epoch_length=epoch,
             rollout_schedule=(20, 150, 1, 1) if args.distractors else (20, 150, 1, 5),
             model_data_ratio_schedule=(0, 50, 0.0, 0.95) if args.distractors else (0, 20, 0.0, 0.95),
-            n_sac_updates_per_step=20,
+            gradient_steps=20,
             actor_learning_rate=3e-5,
             target_update_interval=4,
             target_entropy=-1.0,
             model_batch_size=1024 if args.loss != "nll" else 256,
-            policy_kwargs=dict(net_arch=[1024, 1024]),
             n_rollouts_per_step=400,
         )
+        policy_kwargs = dict(net_arch=[1024, 1024], log_std_bounds=(-5, 2))
         eval_episodes = 1
     else:
         steps, epoch = args.steps, args.epoch_length
@@ -106,16 +106,15 @@ def main() -> None:
             epoch_length=epoch,
             rollout_schedule=(0, 1, 1, 1),
             model_data_ratio_schedule=(0, args.ratio_epochs, 0.0, 0.95),
-            n_sac_updates_per_step=args.updates,
+            gradient_steps=args.updates,
             target_entropy=-1.0,
-            policy_kwargs=dict(net_arch=[args.net, args.net]),
             n_rollouts_per_step=args.rollouts_per_step,
             model_max_epochs=50,
         )
+        policy_kwargs = dict(net_arch=[args.net, args.net])
         eval_episodes = args.eval_episodes
-    kwargs.update(
-        model_loss=args.loss, n_layers=args.n_layers, hidden_size=args.hidden_size, device=args.device
-    )
+    policy_kwargs.update(model_net_arch=[args.hidden_size] * args.n_layers)
+    kwargs.update(model_loss=args.loss, device=args.device, policy_kwargs=policy_kwargs)
 
     env = make_vec_env(env_id, n_envs=1, seed=args.seed)
     eval_env = make_vec_env(env_id, n_envs=1, seed=10_000 + args.seed)
@@ -132,7 +131,7 @@ def main() -> None:
         "seed": args.seed,
         "paper_budget": args.paper,
         "steps": steps,
-        "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()},
+        "kwargs": kwargs,
         "wall_s": time.perf_counter() - start,
         "device": str(model.device),
         "threads": th.get_num_threads(),

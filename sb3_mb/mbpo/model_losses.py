@@ -2,28 +2,39 @@
 
 Every loss follows :data:`sb3_mb.common.ensemble.LossFn`:
 ``loss(pred_mean, pred_logvar, target, batch_indices) -> (E,)`` with ``pred_mean`` / ``target``
-``(E, batch, obs_dim + 1)`` holding ``[delta_obs, reward]`` and ``batch_indices`` ``(E, batch)`` the
-replay-buffer index of every example each member sees.
+``(E, batch, obs_dim + 1)`` in the layout of :class:`~sb3_mb.common.dynamics.DynamicsModel` (which alone
+splits them into ``(delta_obs, reward)``) and ``batch_indices`` ``(E, batch)`` the replay-buffer index of
+every example each member sees.
 
 Write ``d = pred_delta - true_delta = s'_hat - s'`` and ``g_k = grad_{s'} V_k(s')`` at the **real** next state
-``s'`` (spec mbpo_vagram 2.1, QUIRK of commit caf9b92 fixed: not at the target delta), with
-``V_k(s) = Q_k(s, tanh(mu(s)))``, ``k`` over ``Q1, Q2, Q1', Q2'`` (``use_all_vf``):
+``s'``, with ``V_k(s) = Q_k(s, tanh(mu(s)))``, ``k`` over ``Q1, Q2, Q1', Q2'`` (``use_all_vf``):
 
-- ``"vagram"`` (bounded VaGraM, the paper's method): ``mean_k sum_i (g_ki d_i)^2 + (r_hat - r)^2``;
-- ``"vagram_unbounded"`` (first-order Taylor of IterVAML): ``mean_k (g_k . d)^2 + (r_hat - r)^2``;
-- ``"itervaml"``: ``mean_k (V_k(s'_hat) - V_k(s'))^2 + (r_hat - r)^2``.
+- ``"vagram"`` (bounded VaGraM, the method of Voelcker et al. 2022, arXiv:2204.01464, the Cauchy-Schwarz
+  bound of the Taylor term): ``mean_k sum_i (g_ki d_i)^2 + (r_hat - r)^2``;
+- ``"vagram_unbounded"`` (the first-order Taylor approximation of IterVAML, same paper):
+  ``mean_k (g_k . d)^2 + (r_hat - r)^2``, degenerate for any ``d`` orthogonal to ``g``;
+- ``"itervaml"`` (Farahmand, NeurIPS 2018, "Iterative Value-Aware Model Learning"):
+  ``mean_k (V_k(s'_hat) - V_k(s'))^2 + (r_hat - r)^2``.
 
-Each is averaged over the batch. The gradients are clipped per batch: every ``g_k`` whose norm exceeds the
-batch's ``clip_quantile`` (0.95) quantile of norms is rescaled to it (the ICLR-era rule; HEAD's
-``norm < q or norm < 1e5`` condition, which disables clipping, is the QUIRK not copied). During the first
-epoch (``add_mse``, set by MBPO) plain MSE over all output dims is added, as VaGraM's ``add_mse``.
+Each is averaged over the batch. The reward term is added once, unweighted. The gradients are clipped per
+batch: every ``g_k`` whose norm exceeds the batch's ``clip_quantile`` quantile of norms is rescaled to
+it. During the first epoch (``add_mse``, set by MBPO) plain MSE over all output dims is added.
 
-Value-gradient cache (spec 2.2, QUIRK fixed): ``g`` (and ``V(s')`` for IterVAML) is cached **per replay
-index**, so every ensemble member's bootstrapped example reads the gradient of its own transition,
-training and holdout alike. The four gradients are computed independently (the HEAD QUIRK of never zeroing
-``next_obs.grad``, which made them running sums, is not copied). The cache is invalidated by
-:meth:`ValueAwareLoss.begin_training` whenever the critic version (MBPO: the number of SAC updates) or the
-data table changes, i.e. before every model training.
+Quirks of the released VaGraM code, fixed here:
+
+- the value gradient was first taken at the target delta ``s' - s`` instead of at ``s'`` (fixed by its
+  authors after the paper); here at ``s'``;
+- its latest clipping condition (``norm < q or norm < 1e5``) leaves every gradient below ``1e5`` unclipped,
+  i.e. clipping is off; here the quantile clipping of the paper-era code;
+- the four gradients were running sums (``next_obs.grad`` never zeroed between value functions); here
+  each is computed independently;
+- its gradient cache was keyed by the position in the data iterator and held the first member's
+  gradients, so the other members and the holdout read gradients of other transitions; here ``g`` (and
+  ``V(s')`` for IterVAML) is cached **per replay index**, so every member's bootstrapped example reads the
+  gradient of its own transition, training and holdout alike.
+
+The cache is invalidated by :meth:`ValueAwareLoss.begin_training` whenever the critic version (MBPO: the
+number of SAC updates) or the data table changes, i.e. before every model training.
 """
 
 from __future__ import annotations
@@ -31,9 +42,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from stable_baselines3.sac.policies import SACPolicy
 
+from sb3_mb.common.dynamics import DynamicsModel
 from sb3_mb.common.ensemble import mse_loss
-from sb3_mb.mbpo.policies import SACPolicy, mean_action_values
+from sb3_mb.mbpo.policies import mean_action_values
 
 __all__ = [
     "MODEL_LOSSES",
@@ -88,12 +101,13 @@ class ValueCache:
 class ValueAwareLoss:
     """Base of the value-aware model losses: holds the critic handle, the next-state table and the cache.
 
-    :param obs_dim: observation size (the targets hold ``obs_dim`` deltas then the reward).
-    :param use_all_vf: four value functions (Q1, Q2 and targets) instead of two (VaGraM ``use_all_vf``).
+    :param model: the dynamics model being trained (its :meth:`~sb3_mb.common.dynamics.DynamicsModel.split`
+        reads predictions and targets).
+    :param use_all_vf: four value functions (Q1, Q2 and targets) instead of two.
     """
 
-    def __init__(self, obs_dim: int, use_all_vf: bool = True):
-        self.obs_dim, self.use_all_vf = obs_dim, use_all_vf
+    def __init__(self, model: DynamicsModel, use_all_vf: bool = True):
+        self.model, self.use_all_vf = model, use_all_vf
         self.policy: SACPolicy | None = None
         self.next_obs: torch.Tensor | None = None
         self.cache = ValueCache()
@@ -116,10 +130,11 @@ class ValueAwareLoss:
         assert self.policy is not None, "call begin_training(policy, next_obs, version) first"
         return mean_action_values(self.policy, obs, self.use_all_vf)
 
-    def _split(self, pred_mean: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        d = pred_mean[..., : self.obs_dim] - target[..., : self.obs_dim]
-        reward_err = pred_mean[..., self.obs_dim] - target[..., self.obs_dim]
-        return d, reward_err
+    def _errors(self, pred_mean: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``d = pred_delta - true_delta`` ``(E, batch, obs_dim)`` and the reward error ``(E, batch)``."""
+        pred_delta, pred_reward = self.model.split(pred_mean)
+        true_delta, true_reward = self.model.split(target)
+        return pred_delta - true_delta, pred_reward - true_reward
 
     def _finish(self, state_term: torch.Tensor, reward_err: torch.Tensor, pred_mean, target) -> torch.Tensor:
         """``mean_batch(state_term + reward_err^2)`` (+ MSE in the first epoch), shape ``(E,)``."""
@@ -133,19 +148,23 @@ class ValueAwareLoss:
 
 
 class VaGraMLoss(ValueAwareLoss):
-    """Value-gradient weighted model loss (Voelcker et al., ICLR 2022, Eq. 5 / ``VAMLMLP``).
+    """Value-gradient weighted model loss (VaGraM; Voelcker et al. 2022, arXiv:2204.01464).
 
-    :param obs_dim: observation size.
-    :param bounded: ``True``: ``sum_i (g_i d_i)^2`` (the paper's method, ``use_scaling``); ``False``:
-        ``(g . d)^2`` (``use_vaml``, degenerate for ``d`` orthogonal to ``g``).
+    :param model: the dynamics model being trained.
+    :param bounded: ``True``: ``sum_i (g_i d_i)^2`` (the paper's method); ``False``: ``(g . d)^2`` (degenerate
+        for ``d`` orthogonal to ``g``).
     :param clip_quantile: per-batch gradient-norm clipping quantile (0.95); ``None`` disables clipping.
     :param use_all_vf: average over Q1, Q2, Q1', Q2' (default) or Q1, Q2.
     """
 
     def __init__(
-        self, obs_dim: int, bounded: bool = True, clip_quantile: float | None = 0.95, use_all_vf: bool = True
+        self,
+        model: DynamicsModel,
+        bounded: bool = True,
+        clip_quantile: float | None = 0.95,
+        use_all_vf: bool = True,
     ):
-        super().__init__(obs_dim, use_all_vf)
+        super().__init__(model, use_all_vf)
         self.bounded, self.clip_quantile = bounded, clip_quantile
 
     def value_gradients(self, rows: torch.Tensor) -> torch.Tensor:
@@ -173,7 +192,7 @@ class VaGraMLoss(ValueAwareLoss):
         assert self.next_obs is not None, "call begin_training(policy, next_obs, version) first"
         grads = self.cache.get(batch_indices, self.next_obs.shape[0], self.value_gradients)  # (E, b, K, d)
         grads = self.clip(grads)
-        d, reward_err = self._split(pred_mean, target)
+        d, reward_err = self._errors(pred_mean, target)
         if self.bounded:
             state_term = (grads * d.unsqueeze(-2)).pow(2).sum(-1).mean(-1)
         else:
@@ -182,7 +201,8 @@ class VaGraMLoss(ValueAwareLoss):
 
 
 class IterVAMLLoss(ValueAwareLoss):
-    """IterVAML (Farahmand 2018): ``mean_k (V_k(s'_hat) - V_k(s'))^2 + (r_hat - r)^2``; ``V(s')`` is cached.
+    """IterVAML (Farahmand, NeurIPS 2018): ``mean_k (V_k(s'_hat) - V_k(s'))^2 + (r_hat - r)^2``; ``V(s')`` is
+    cached.
 
     The gradient reaches the model through ``V_k(s'_hat)`` (the action at ``s'_hat`` is detached).
     """
@@ -194,17 +214,17 @@ class IterVAMLLoss(ValueAwareLoss):
             v_real = self.cache.get(
                 batch_indices, next_obs.shape[0], lambda rows: self.values(next_obs[rows])
             )
-        d, reward_err = self._split(pred_mean, target)
+        d, reward_err = self._errors(pred_mean, target)
         pred_next = next_obs[batch_indices] + d  # (E, b, obs_dim)
-        v_pred = self.values(pred_next.reshape(-1, self.obs_dim)).reshape(*pred_next.shape[:2], -1)
+        v_pred = self.values(pred_next.flatten(0, 1)).reshape(*pred_next.shape[:2], -1)
         state_term = (v_pred - v_real).pow(2).mean(-1)
         return self._finish(state_term, reward_err, pred_mean, target)
 
 
 def make_model_loss(
-    name: str, obs_dim: int, clip_quantile: float | None = 0.95, use_all_vf: bool = True
+    name: str, model: DynamicsModel, clip_quantile: float | None = 0.95, use_all_vf: bool = True
 ) -> str | ValueAwareLoss:
-    """The ensemble-trainer loss for ``name`` in :data:`MODEL_LOSSES`.
+    """The ensemble-trainer loss for ``name`` in :data:`MODEL_LOSSES`, training ``model``.
 
     :return: ``"nll"`` / ``"mse"`` (built into :class:`~sb3_mb.common.ensemble.EnsembleTrainer`) or a
         :class:`ValueAwareLoss`.
@@ -213,9 +233,9 @@ def make_model_loss(
     if name in ("nll", "mse"):
         return name
     if name == "vagram":
-        return VaGraMLoss(obs_dim, bounded=True, clip_quantile=clip_quantile, use_all_vf=use_all_vf)
+        return VaGraMLoss(model, bounded=True, clip_quantile=clip_quantile, use_all_vf=use_all_vf)
     if name == "vagram_unbounded":
-        return VaGraMLoss(obs_dim, bounded=False, clip_quantile=clip_quantile, use_all_vf=use_all_vf)
+        return VaGraMLoss(model, bounded=False, clip_quantile=clip_quantile, use_all_vf=use_all_vf)
     if name == "itervaml":
-        return IterVAMLLoss(obs_dim, use_all_vf=use_all_vf)
+        return IterVAMLLoss(model, use_all_vf=use_all_vf)
     raise ValueError(f"Unknown model_loss {name!r}; expected one of {MODEL_LOSSES}")

@@ -1,33 +1,143 @@
-"""Policies of MBPO: SB3's SAC actor-critic, plus the value functions VaGraM's model losses read.
+"""MBPO's policy: SB3's SAC actor-critic and the ensemble dynamics model, with every network size.
 
-MBPO's agent is plain SAC (Janner et al. 2019, Alg. 2), so the policy is
-:class:`stable_baselines3.sac.policies.SACPolicy`.
-The paper's Hopper agent (spec mbpo_vagram 2.4) uses ``policy_kwargs=dict(net_arch=[1024, 1024])``
-(mbrl-lib's ``pytorch_sac``: hidden 1024, depth 2); SB3's default is ``[256, 256]``.
+MBPO's agent is SAC (Haarnoja et al. 2018, arXiv:1801.01290) trained on model rollouts (Janner et al. 2019,
+arXiv:1906.08253, Alg. 2), so :class:`MBPOPolicy` is SB3's :class:`~stable_baselines3.sac.policies.SACPolicy`
+that also builds the learned model, :attr:`MBPOPolicy.dynamics`. Saved with the policy, it goes wherever
+the policy goes (``.to(device)``, ``save`` / ``load``); the algorithm holds the learning rules.
 """
 
 from __future__ import annotations
 
-import torch
-from stable_baselines3.sac.policies import MlpPolicy, SACPolicy
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["MlpPolicy", "SACPolicy", "mean_action_values"]
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
+from torch import nn
+
+from sb3_mb.common.dynamics import DynamicsModel
+
+__all__ = ["MBPOActor", "MBPOPolicy", "MlpPolicy", "mean_action_values"]
 
 
-def mean_action_values(policy: SACPolicy, obs: torch.Tensor, use_all_vf: bool = True) -> torch.Tensor:
+class MBPOActor(Actor):
+    """SB3's SAC actor whose log standard deviation is clamped to ``log_std_bounds``.
+
+    SB3 clamps to its module constants ``[LOG_STD_MIN, LOG_STD_MAX] = [-20, 2]``; VaGraM's agent (Voelcker et
+    al. 2022, arXiv:2204.01464, built on the SAC of Yarats & Kostrikov's ``pytorch_sac``) bounds it to
+    ``[-5, 2]``, which caps how deterministic the policy may become. The released actor maps its raw output
+    into the bounds with a tanh; here it is clamped, as SB3 does, only the bounds change.
+
+    :param log_std_bounds: ``(min, max)`` of the log standard deviation. Ignored with gSDE (``use_sde``),
+        whose log-std is a parameter, not an output.
+    :raises ValueError: unless ``min < max``.
+    """
+
+    def __init__(self, *args, log_std_bounds: Sequence[float] = (LOG_STD_MIN, LOG_STD_MAX), **kwargs):
+        super().__init__(*args, **kwargs)
+        low, high = (float(bound) for bound in log_std_bounds)
+        if not low < high:
+            raise ValueError(f"log_std_bounds must be (min, max) with min < max, got {tuple(log_std_bounds)}")
+        self.log_std_bounds = (low, high)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "log_std_bounds": self.log_std_bounds}
+
+    def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
+        """Mean ``(batch, action_dim)`` and log-std ``(batch, action_dim)`` in ``log_std_bounds``."""
+        if self.use_sde:
+            return super().get_action_dist_params(obs)
+        latent_pi = self.latent_pi(self.extract_features(obs, self.features_extractor))
+        log_std = th.clamp(self.log_std(latent_pi), *self.log_std_bounds)  # type: ignore[operator]
+        return self.mu(latent_pi), log_std, {}
+
+
+class MBPOPolicy(SACPolicy):
+    """SAC's actor and critics (SB3's arguments, see :class:`~stable_baselines3.sac.policies.SACPolicy`) and
+    MBPO's ensemble dynamics model :attr:`dynamics` on ``[s, a] -> [s' - s, r]``.
+
+    Defaults: SB3's SAC networks (``net_arch=[256, 256]``; MBPO and VaGraM's Hopper agents use
+    ``[1024, 1024]``) and MBPO's model (Janner et al. 2019, App. C; VaGraM the same).
+
+    :param log_std_bounds: the actor's log-std clamp (SB3's ``(-20, 2)``; VaGraM ``(-5, 2)``), see
+        :class:`MBPOActor`.
+    :param model_net_arch: hidden layer sizes of every ensemble member (``[200, 200, 200, 200]``; VaGraM's
+        capacity experiments ``[64, 64]`` and ``[64, 64, 64]``).
+    :param model_ensemble_size: members of the ensemble (7).
+    :param model_n_elites: members used in rollouts, chosen on the holdout (5).
+    :param model_activation_fn: activation of the members (``nn.SiLU``).
+    :param model_deterministic: mean-only head instead of a Gaussian one; MBPO sets it from its
+        ``model_loss`` (a Gaussian head for ``"nll"`` only).
+    :raises ValueError: for bad sizes (:class:`~sb3_mb.common.ensemble.EnsembleMLP`) or bounds.
+    """
+
+    actor: MBPOActor
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        log_std_bounds: Sequence[float] = (LOG_STD_MIN, LOG_STD_MAX),
+        model_net_arch: Sequence[int] | None = None,
+        model_ensemble_size: int = 7,
+        model_n_elites: int = 5,
+        model_activation_fn: type[nn.Module] = nn.SiLU,
+        model_deterministic: bool = False,
+        **sac_kwargs: Any,
+    ):
+        self.log_std_bounds = tuple(log_std_bounds)  # read by make_actor() inside SACPolicy.__init__
+        super().__init__(observation_space, action_space, lr_schedule, net_arch, activation_fn, **sac_kwargs)
+        self.model_net_arch = [200, 200, 200, 200] if model_net_arch is None else list(model_net_arch)
+        self.model_ensemble_size, self.model_n_elites = model_ensemble_size, model_n_elites
+        self.model_activation_fn, self.model_deterministic = model_activation_fn, model_deterministic
+        self.dynamics = DynamicsModel(
+            int(observation_space.shape[0]),
+            int(action_space.shape[0]),
+            ensemble_size=model_ensemble_size,
+            net_arch=self.model_net_arch,
+            activation_fn=model_activation_fn,
+            deterministic=model_deterministic,
+            n_elites=model_n_elites,
+        )
+
+    def make_actor(self, features_extractor=None) -> MBPOActor:
+        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return MBPOActor(**actor_kwargs, log_std_bounds=self.log_std_bounds).to(self.device)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {
+            **super()._get_constructor_parameters(),
+            "log_std_bounds": self.log_std_bounds,
+            "model_net_arch": self.model_net_arch,
+            "model_ensemble_size": self.model_ensemble_size,
+            "model_n_elites": self.model_n_elites,
+            "model_activation_fn": self.model_activation_fn,
+            "model_deterministic": self.model_deterministic,
+        }
+
+
+MlpPolicy = MBPOPolicy
+
+
+def mean_action_values(policy: SACPolicy, obs: th.Tensor, use_all_vf: bool = True) -> th.Tensor:
     """State values ``V_k(s) = Q_k(s, tanh(mu(s)))`` at the policy's mean action, one column per critic.
 
     The action is computed without gradient (detached), so gradients flow to ``obs`` only through ``Q``'s
-    state input. VaGraM (spec mbpo_vagram 2.1): ``use_all_vf`` uses four value functions ``Q1, Q2`` and the
-    targets ``Q1', Q2'``; otherwise ``Q1, Q2``.
+    state input. VaGraM (Voelcker et al. 2022, arXiv:2204.01464): ``use_all_vf`` uses four value functions,
+    ``Q1, Q2`` and the targets ``Q1', Q2'``; otherwise ``Q1, Q2``.
 
     :param policy: SAC policy (actor, critic, critic_target).
     :param obs: ``(batch, obs_dim)`` raw observations.
     :return: ``(batch, n_vf)`` with ``n_vf = 4`` (``use_all_vf``) or the number of critics.
     """
-    with torch.no_grad():
+    with th.no_grad():
         action = policy.actor(obs.detach(), deterministic=True)
     values = list(policy.critic(obs, action))
     if use_all_vf:
         values += list(policy.critic_target(obs, action))
-    return torch.cat(values, dim=1)
+    return th.cat(values, dim=1)

@@ -1,4 +1,5 @@
-"""MBPO (sb3_mb.mbpo): model losses and their gradient cache, buffers, schedules, save/load, learning."""
+"""MBPO (sb3_mb.mbpo): model losses and their gradient cache, buffers, policy, schedules, save/load,
+learning."""
 
 import functools
 
@@ -7,25 +8,30 @@ import pytest
 import torch
 from gymnasium import spaces
 from point_mass import PointMass as _PointMass
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.sac.policies import SACPolicy
 
 import sb3_mb
 from sb3_mb import MBPO
+from sb3_mb.common.dynamics import DynamicsModel
 from sb3_mb.common.termination import no_termination
-from sb3_mb.mbpo.mbpo import MixedReplaySampler, ModelReplayBuffer, truncated_linear
+from sb3_mb.mbpo.buffers import MBPOReplayBuffer, ModelReplayBuffer
+from sb3_mb.mbpo.mbpo import truncated_linear
 from sb3_mb.mbpo.model_losses import IterVAMLLoss, VaGraMLoss, make_model_loss
-from sb3_mb.mbpo.policies import mean_action_values
+from sb3_mb.mbpo.policies import MBPOPolicy, mean_action_values
 from zoo.hyperparams import load_hyperparams
 
 # The shared tests' settings (sb3_mb.registry), at smaller sizes: the learning thresholds below were
 # measured with these.
 TINY = {
     **sb3_mb.ALGOS["mbpo"].test_kwargs,
-    "hidden_size": 16,
     "model_max_epochs": 2,
-    "n_sac_updates_per_step": 1,
-    "policy_kwargs": dict(net_arch=[16, 16]),
+    "gradient_steps": 1,
+    "policy_kwargs": dict(
+        net_arch=[16, 16], model_net_arch=[16, 16], model_ensemble_size=3, model_n_elites=2
+    ),
 }
 
 
@@ -37,6 +43,9 @@ def _tiny_mbpo(**kwargs):
     params = dict(TINY)
     params.update(kwargs)
     return MBPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1, seed=0), seed=0, **params)
+
+
+OBS_SPACE, ACT_SPACE = spaces.Box(-1, 1, (2,), np.float32), spaces.Box(-1, 1, (1,), np.float32)
 
 
 # ------------------------------------------------------------------------------ schedules, buffers
@@ -52,8 +61,7 @@ def test_truncated_linear_schedule_matches_mbrl_lib():
 
 
 def test_model_buffer_extend_wraps_and_resize_keeps_newest():
-    obs_space, act_space = spaces.Box(-1, 1, (2,), np.float32), spaces.Box(-1, 1, (1,), np.float32)
-    buf = ModelReplayBuffer(5, obs_space, act_space, device="cpu")
+    buf = ModelReplayBuffer(5, OBS_SPACE, ACT_SPACE, device="cpu")
 
     def batch(start, n):
         x = np.arange(start, start + n, dtype=np.float32)
@@ -70,25 +78,77 @@ def test_model_buffer_extend_wraps_and_resize_keeps_newest():
     assert big.size() == 5 and big.rewards[:5, 0].tolist() == [2, 3, 4, 5, 6]
 
 
-def test_mixed_sampler_ratios():
-    obs_space, act_space = spaces.Box(-1, 1, (2,), np.float32), spaces.Box(-1, 1, (1,), np.float32)
-    real, model = (
-        ModelReplayBuffer(50, obs_space, act_space, "cpu"),
-        ModelReplayBuffer(50, obs_space, act_space, "cpu"),
-    )
-    zeros = np.zeros((50, 2), np.float32)
-    real.extend(zeros, zeros[:, :1], zeros, np.zeros(50), np.zeros(50))
-    model.extend(zeros, zeros[:, :1], zeros, np.ones(50), np.zeros(50))
-    assert MixedReplaySampler(real, model, 0.25, "sample").sample(8).rewards.sum() == 2
-    assert MixedReplaySampler(real, model, 1.0, "batch").sample(8).rewards.sum() == 8
-    assert MixedReplaySampler(real, model, 0.0, "batch").sample(8).rewards.sum() == 0
+def _mixed_buffer(mixing, ratio, n_model=50):
+    """Real transitions with reward 0, model transitions with reward 1 (a batch's reward sum counts them)."""
+    buf = MBPOReplayBuffer(50, OBS_SPACE, ACT_SPACE, "cpu", model_buffer_size=50, model_data_mixing=mixing)
+    for _ in range(50):
+        obs = np.zeros((1, 2), np.float32)
+        buf.add(obs, obs, np.zeros((1, 1), np.float32), np.zeros(1), np.zeros(1), [{}])
+    zeros = np.zeros((n_model, 2), np.float32)
+    buf.model_buffer.extend(zeros, zeros[:, :1], zeros, np.ones(n_model), np.zeros(n_model))
+    buf.model_data_ratio = ratio
+    return buf
+
+
+def test_mixed_buffer_ratio_in_sample_mode():
+    buf = _mixed_buffer("sample", 0.25)
+    assert buf.sample(8).rewards.sum() == 2  # round(0.25 * 8) model transitions in every batch
+    assert buf.sample(7).rewards.sum() == 2  # round(1.75)
+    buf.model_data_ratio = 1.0
+    assert buf.sample(8).rewards.sum() == 8
+    buf.model_data_ratio = 0.0
+    assert buf.sample(8).rewards.sum() == 0
+    assert (buf.n_samples, buf.n_model_samples) == (31, 12)
+
+
+def test_mixed_buffer_ratio_in_batch_mode():
+    buf = _mixed_buffer("batch", 1.0)
+    assert buf.sample(8).rewards.sum() == 8
+    buf.model_data_ratio = 0.0
+    assert buf.sample(8).rewards.sum() == 0
     np.random.seed(0)  # noqa: NPY002 (SB3 samples with the global NumPy state)
-    sampler = MixedReplaySampler(real, model, 0.5, "batch")
-    sums = [sampler.sample(4).rewards.sum().item() for _ in range(200)]
-    assert set(sums) == {0.0, 4.0} and 0.4 < np.mean(sums) / 4 < 0.6
+    buf.model_data_ratio = 0.5
+    sums = [buf.sample(4).rewards.sum().item() for _ in range(200)]
+    assert set(sums) == {0.0, 4.0} and 0.4 < np.mean(sums) / 4 < 0.6  # whole batches, half of them model
+    assert buf.n_model_samples == 8 + sum(sums)
+
+
+def test_mixed_buffer_uses_model_data_only_when_present():
+    for mixing in ("batch", "sample"):
+        empty = _mixed_buffer(mixing, 1.0, n_model=0)
+        assert empty.sample(8).rewards.sum() == 0 and empty.n_model_samples == 0
+    # "batch": a model buffer smaller than the batch gives real batches; "sample" draws what it has.
+    assert _mixed_buffer("batch", 1.0, n_model=4).sample(8).rewards.sum() == 0
+    assert _mixed_buffer("sample", 1.0, n_model=4).sample(8).rewards.sum() == 8
+    with pytest.raises(ValueError, match="model_data_mixing"):
+        MBPOReplayBuffer(10, OBS_SPACE, ACT_SPACE, model_data_mixing="bogus")
+
+
+def test_mixed_buffer_device_reaches_the_model_buffer_and_resize_keeps_data():
+    buf = _mixed_buffer("batch", 0.5)
+    buf.device = "meta"
+    assert buf.device == buf.model_buffer.device == torch.device("meta")
+    buf.device = "cpu"
+    buf.resize_model_buffer(20)
+    assert buf.model_buffer.buffer_size == 20 and buf.model_buffer.size() == 20
+    assert buf.model_buffer.device == torch.device("cpu")
+
+
+def test_replay_buffer_class_must_be_mbpos():
+    class Custom(MBPOReplayBuffer):
+        pass
+
+    assert isinstance(_tiny_mbpo(replay_buffer_class=Custom).replay_buffer, Custom)
+    assert isinstance(_tiny_mbpo(replay_buffer_class=None).replay_buffer, MBPOReplayBuffer)
+    with pytest.raises(ValueError, match="MBPOReplayBuffer"):
+        _tiny_mbpo(replay_buffer_class=ReplayBuffer)
 
 
 # ------------------------------------------------------------------------------------------ model losses
+# The losses read predictions through the model's layout: 3 state deltas then the reward (Pendulum).
+DYNAMICS = DynamicsModel(3, 1, ensemble_size=2, net_arch=[8], deterministic=True)
+
+
 @pytest.fixture(scope="module")
 def policy():
     torch.manual_seed(0)
@@ -105,7 +165,7 @@ def _direct_gradient(policy, state, k):
 def test_vagram_cache_is_keyed_by_replay_index_and_invalidated(policy):
     torch.manual_seed(1)
     table = torch.randn(20, 3)
-    loss = VaGraMLoss(3, bounded=True, clip_quantile=None)
+    loss = VaGraMLoss(DYNAMICS, bounded=True, clip_quantile=None)
     loss.begin_training(policy, table, critic_version=0)
     idx = torch.tensor([[0, 1, 2, 3], [5, 6, 7, 0]])  # members see different transitions
     pred, target = torch.randn(2, 4, 4), torch.randn(2, 4, 4)
@@ -134,7 +194,7 @@ def test_vagram_cache_is_keyed_by_replay_index_and_invalidated(policy):
 
 def test_vagram_unbounded_and_mse_warmup(policy):
     table = torch.randn(10, 3)
-    loss = VaGraMLoss(3, bounded=False, clip_quantile=None)
+    loss = VaGraMLoss(DYNAMICS, bounded=False, clip_quantile=None)
     loss.begin_training(policy, table, critic_version=0)
     idx = torch.arange(6).view(1, 6)
     pred, target = torch.randn(1, 6, 4), torch.randn(1, 6, 4)
@@ -148,7 +208,7 @@ def test_vagram_unbounded_and_mse_warmup(policy):
 
 
 def test_vagram_gradient_clipping_at_batch_quantile():
-    loss = VaGraMLoss(2, clip_quantile=0.95)
+    loss = VaGraMLoss(DynamicsModel(2, 1), clip_quantile=0.95)
     grads = torch.zeros(1, 20, 1, 2)
     grads[..., 0] = 1.0
     grads[0, 7, 0] = torch.tensor([60.0, 80.0])  # norm 100
@@ -162,7 +222,7 @@ def test_vagram_gradient_clipping_at_batch_quantile():
 
 def test_itervaml_loss_values_and_gradient(policy):
     table = torch.randn(10, 3)
-    loss = IterVAMLLoss(3)
+    loss = IterVAMLLoss(DYNAMICS)
     loss.begin_training(policy, table, critic_version=0)
     idx = torch.tensor([[1, 2, 3], [4, 5, 1]])
     target = torch.randn(2, 3, 4)
@@ -183,12 +243,13 @@ def test_itervaml_loss_values_and_gradient(policy):
 
 
 def test_make_model_loss_names():
-    assert make_model_loss("nll", 3) == "nll" and make_model_loss("mse", 3) == "mse"
-    assert isinstance(make_model_loss("vagram", 3), VaGraMLoss) and make_model_loss("vagram", 3).bounded
-    assert not make_model_loss("vagram_unbounded", 3).bounded
-    assert isinstance(make_model_loss("itervaml", 3), IterVAMLLoss)
+    assert make_model_loss("nll", DYNAMICS) == "nll" and make_model_loss("mse", DYNAMICS) == "mse"
+    vagram = make_model_loss("vagram", DYNAMICS)
+    assert isinstance(vagram, VaGraMLoss) and vagram.bounded and vagram.model is DYNAMICS
+    assert not make_model_loss("vagram_unbounded", DYNAMICS).bounded
+    assert isinstance(make_model_loss("itervaml", DYNAMICS), IterVAMLLoss)
     with pytest.raises(ValueError, match="model_loss"):
-        make_model_loss("bogus", 3)
+        make_model_loss("bogus", DYNAMICS)
     with pytest.raises(ValueError, match="model_loss"):
         _tiny_mbpo(model_loss="bogus")
 
@@ -197,13 +258,22 @@ def test_make_model_loss_names():
 def test_learn_logs_trains_model_and_fills_model_buffer():
     model = _tiny_mbpo(model_loss="vagram")
     model.learn(150)
-    assert model._model_train_count >= 2 and model.model_buffer.size() > 0
-    assert model.dynamics_model.deterministic
+    model_buffer = model.replay_buffer.model_buffer
+    assert model._model_train_count >= 2 and model_buffer.size() > 0
+    # capacity: rollout_length (2 at epoch 2) * n_rollouts_per_step * epoch_length * model_retain_epochs
+    assert model.rollout_length == 2 and model_buffer.buffer_size == 2 * 4 * 50
+    assert model.dynamics.deterministic and model.dynamics is model.policy.dynamics
     loss = model._model_loss_fn
     model.train_dynamics()
     model.rollout_model()
     logged = model.logger.name_to_value
-    keys = ("model/vagram_train_loss", "model/vagram_holdout_loss", "model/n_epochs", "model/rollout_length")
+    keys = (
+        "model/vagram_train_loss",
+        "model/vagram_holdout_loss",
+        "model/n_epochs",
+        "model/rollout_length",
+        "model/model_sample_fraction",
+    )
     for key in keys:
         assert key in logged, key
     assert "model/elites" in logged
@@ -220,22 +290,80 @@ def test_learn_logs_trains_model_and_fills_model_buffer():
     assert loss.cache.known is not known  # reset and refilled
 
 
-def test_save_load_keeps_model_normalizer_and_buffers(tmp_path):
-    model = _tiny_mbpo()
+def test_save_load_keeps_the_model_in_the_policy(tmp_path):
+    model = _tiny_mbpo(policy_kwargs={**TINY["policy_kwargs"], "log_std_bounds": (-5, 2)})
     model.learn(120)
-    norm_mean = model.dynamics_model.input_normalizer.mean.clone()
+    norm_mean = model.dynamics.input_normalizer.mean.clone()
     assert norm_mean.abs().sum() > 0
     model.save(tmp_path / "mbpo.zip")
-    model.save_replay_buffer(tmp_path / "buffers.pkl")
     loaded = MBPO.load(tmp_path / "mbpo.zip")
-    torch.testing.assert_close(loaded.dynamics_model.input_normalizer.mean, norm_mean)
-    for key, value in model.dynamics_model.state_dict().items():
-        torch.testing.assert_close(loaded.dynamics_model.state_dict()[key], value, rtol=0, atol=0)
+    assert loaded.dynamics is loaded.policy.dynamics
+    torch.testing.assert_close(loaded.dynamics.input_normalizer.mean, norm_mean)
+    for key, value in model.dynamics.state_dict().items():
+        torch.testing.assert_close(loaded.dynamics.state_dict()[key], value, rtol=0, atol=0)
+    for key, value in model.model_optimizer.state_dict()["state"][0].items():
+        torch.testing.assert_close(loaded.model_optimizer.state_dict()["state"][0][key], value)
+    assert loaded.dynamics.elite_idx.tolist() == model.dynamics.elite_idx.tolist()
+    assert loaded.actor.log_std_bounds == (-5.0, 2.0) and loaded.dynamics.ensemble_size == 3
     assert loaded.termination_fn is no_termination
+
+
+def test_sb3_save_load_replay_buffer_round_trips_both_buffers(tmp_path):
+    model = _tiny_mbpo()
+    model.learn(120)
+    real, sim = model.replay_buffer, model.replay_buffer.model_buffer
+    assert sim.size() > 0
+    # As if saved on another device: SB3's load sets the buffer's device, which must reach the model buffer.
+    sim.device = torch.device("meta")
+    model.save_replay_buffer(tmp_path / "buffers.pkl")
+    loaded = _tiny_mbpo()
     loaded.load_replay_buffer(tmp_path / "buffers.pkl")
-    assert loaded.replay_buffer.size() == model.replay_buffer.size()
-    assert loaded.model_buffer.size() == model.model_buffer.size() > 0
-    np.testing.assert_array_equal(loaded.model_buffer.rewards, model.model_buffer.rewards)
+    buffer = loaded.replay_buffer
+    assert isinstance(buffer, MBPOReplayBuffer)
+    assert buffer.size() == real.size() and buffer.model_buffer.size() == sim.size()
+    np.testing.assert_array_equal(buffer.observations, real.observations)
+    np.testing.assert_array_equal(buffer.model_buffer.rewards, sim.rewards)
+    np.testing.assert_array_equal(buffer.model_buffer.next_observations, sim.next_observations)
+    assert buffer.device == buffer.model_buffer.device == loaded.device
+    loaded.replay_buffer.model_data_ratio = 1.0
+    assert buffer.sample(8).observations.device == loaded.device
+    loaded.learn(60, reset_num_timesteps=False)  # trains on the loaded data
+
+
+def test_mbpo_of_an_env_alone():
+    model = MBPO("Pendulum-v1", **TINY)
+    assert isinstance(model.policy, MBPOPolicy) and model.env.num_envs == 1
+    model = MBPO(make_vec_env("Pendulum-v1", n_envs=1), **TINY)
+    assert isinstance(model.policy, MBPOPolicy)
+    with pytest.raises(ValueError, match="MBPOPolicy"):
+        MBPO(SACPolicy, "Pendulum-v1", **TINY)
+
+
+def test_model_head_follows_model_loss():
+    assert not _tiny_mbpo(model_loss="nll").dynamics.deterministic
+    assert _tiny_mbpo(model_loss="mse").dynamics.deterministic
+    ok = _tiny_mbpo(model_loss="vagram", policy_kwargs={**TINY["policy_kwargs"], "model_deterministic": True})
+    assert ok.dynamics.deterministic
+    for loss, deterministic in (("nll", True), ("vagram", False)):
+        kwargs = {**TINY["policy_kwargs"], "model_deterministic": deterministic}
+        with pytest.raises(ValueError, match="contradicts model_loss"):
+            _tiny_mbpo(model_loss=loss, policy_kwargs=kwargs)
+
+
+def test_log_std_bounds_clamp_the_actor():
+    obs = torch.zeros(4, 3)
+    for bounds, expected in (((-5, 2), -5.0), (None, -10.0), ((-20, -12), -12.0)):
+        kwargs = dict(TINY["policy_kwargs"])
+        if bounds is not None:
+            kwargs["log_std_bounds"] = bounds
+        actor = _tiny_mbpo(policy_kwargs=kwargs).actor
+        with torch.no_grad():
+            actor.log_std.weight.zero_()
+            actor.log_std.bias.fill_(-10.0)  # inside SB3's [-20, 2]: only other bounds change it
+        _, log_std, _ = actor.get_action_dist_params(obs)
+        torch.testing.assert_close(log_std, torch.full((4, 1), expected))
+    with pytest.raises(ValueError, match="log_std_bounds"):
+        _tiny_mbpo(policy_kwargs={**TINY["policy_kwargs"], "log_std_bounds": (2, -5)})
 
 
 def test_termination_fn_lookup_and_override():
@@ -269,17 +397,15 @@ def test_learns_point_mass(model_loss):
         rollout_schedule=(0, 1, 1, 1),
         model_data_ratio_schedule=(0, 1, 0.5, 0.5),
         model_data_mixing="sample",
-        ensemble_size=5,
-        n_elites=3,
-        n_layers=2,
-        hidden_size=64,
         model_batch_size=64,
         model_max_epochs=20,
         model_patience=3,
-        n_sac_updates_per_step=5,
+        gradient_steps=5,
         batch_size=128,
         gamma=0.95,
-        policy_kwargs=dict(net_arch=[64, 64]),
+        policy_kwargs=dict(
+            net_arch=[64, 64], model_net_arch=[64, 64], model_ensemble_size=5, model_n_elites=3
+        ),
     )
     model.learn(400)
     mean_return, _ = evaluate_policy(model, make_vec_env(PointMass, n_envs=1, seed=100), n_eval_episodes=10)
