@@ -3,14 +3,16 @@ to a return threshold, several seeds, same machine and settings.
 
 Every mode uses the zoo's entry for the env (``hyperparams/steve.yml``; ``--override`` changes it for a
 session-sized run) and differs only in ``target_mode``: the ensembles are the same in every mode (the paper's
-"ensemble MVE" ablation; its MVE / DDPG baselines use single nets). Each run is evaluated every
-``--eval-every`` env steps (``--eval-episodes`` deterministic episodes on a separate seeded env). Reported per
-mode: the mean return over seeds at every evaluation step, the env steps until the mean evaluation return
-first reaches ``--threshold`` (``null`` if never), and the ratios ``steps(mode) / steps(ddpg)`` (paper: STEVE
-<= MVE <= DDPG in steps, i.e. ratios <= 1) and ``(R(mode) - R0) / (R(ddpg) - R0)`` of the final returns, with
-``R0`` the mean return of the untrained (random-init, greedy) policy (> 1: better than DDPG).
+"ensemble MVE" ablation; its MVE / DDPG baselines use single nets), and by default only ``"ddpg"`` explores
+(``explore_chance``, 5 % per action dimension; the model modes act greedily after the random warm-up). Each
+run is evaluated every ``--eval-every`` env steps (``--eval-episodes`` deterministic episodes on a separate
+seeded env). Reported per mode: the mean return over seeds at every evaluation step, the env steps until the
+mean evaluation return first reaches ``--threshold`` (``null`` if never), and the ratios
+``steps(mode) / steps(ddpg)`` (paper: STEVE <= MVE <= DDPG in steps, i.e. ratios <= 1) and
+``(R(mode) - R0) / (R(ddpg) - R0)`` of the final returns, with ``R0`` the mean return of the untrained
+(random-init, greedy) policy (> 1: better than DDPG).
 
-Full 3-seed commands (Pendulum-v1 at the zoo budget; Hopper-v5 at the spec's defaults, the zoo's 1M steps,
+Full 3-seed commands (Pendulum-v1 at the zoo budget; Hopper-v5 at the paper's defaults, the zoo's 1M steps,
 needs a GPU: at the paper's sizes one CPU thread takes seconds per env step)::
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/steve_learning.py --env Pendulum-v1 \

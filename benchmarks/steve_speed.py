@@ -4,9 +4,9 @@ Both run in this process on ``--env`` (Pendulum-v1) after the same random warm-u
 steps, not timed) and STEVE's one-off world-model pretraining (not timed: the clock starts after the first
 ``train`` call), for ``--steps`` timed env steps. Configurations (``--config``):
 
-- ``paper``: STEVE's constructor defaults (spec steve 5.1-5.3): 4 value updates and 4 world-model updates
-  per env step, batch 512, policy / Q ``3 x 128``, ``L = 4`` Q members, transition ``4 x (7 x 512)``, reward
-  and done ``4 x (3 x 128)``, horizon 3 (64 samples per candidate);
+- ``paper``: STEVE's constructor defaults (the paper's, Buckman et al. 2018): 4 value updates and 4
+  world-model updates per env step, batch 512, policy / Q ``3 x 128``, ``L = 4`` Q members, transition
+  ``4 x (7 x 512)``, reward and done ``4 x (3 x 128)``, horizon 3 (64 samples per candidate);
 - ``zoo``: the ``hyperparams/steve.yml`` entry of the env (reduced sizes for a CPU).
 
 DDPG (SB3) uses the same number of gradient updates per env step, batch size, policy / Q hidden sizes, a

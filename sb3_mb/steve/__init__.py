@@ -1,4 +1,5 @@
-"""STEVE (Buckman et al. 2018): DDPG with stochastic ensemble value expansion; MVE and DDPG targets."""
+"""STEVE (Buckman et al. 2018, arXiv:1807.01675): DDPG with stochastic ensemble value expansion; MVE and DDPG
+targets."""
 
 from sb3_mb.steve.callbacks import GreedyCSVCallback, greedy_csv_line
 from sb3_mb.steve.policies import MlpPolicy, STEVEPolicy, STEVEWorldModel

@@ -1,4 +1,5 @@
-"""STEVE's evaluation log: the ``log/<EXP>.greedy.csv`` format of the original (spec steve 5.5).
+"""STEVE's evaluation log: the ``log/<EXP>.greedy.csv`` format of the released code of Buckman et al. 2018
+(arXiv:1807.01675), from which the paper's learning curves (Sec. 4) are drawn.
 
 One line per finished greedy evaluation episode, no header, ``"%2f,%d,%d,%2f"`` = hours of training wall
 time, epoch (value updates // 500, the original's checkpoint counter), env frames, episode return. The
@@ -19,7 +20,7 @@ __all__ = ["GreedyCSVCallback", "greedy_csv_line"]
 
 
 def greedy_csv_line(hours: float, epoch: int, frames: int, episode_return: float) -> str:
-    """One line of ``<EXP>.greedy.csv``: ``"%2f,%d,%d,%2f"`` (``master.py``), with the newline."""
+    """One line of ``<EXP>.greedy.csv``: ``"%2f,%d,%d,%2f"`` (the released code's), with the newline."""
     return "%2f,%d,%d,%2f\n" % (hours, epoch, frames, episode_return)  # noqa: UP031 (the original's format)
 
 

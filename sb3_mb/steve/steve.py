@@ -1,13 +1,12 @@
-"""STEVE: Stochastic Ensemble Value Expansion (Buckman, Hafner, Tucker, Brevdo, Lee, NeurIPS 2018), with
-the MVE targets (Feinberg et al. 2018) and plain DDPG as choices of ``target_mode``.
-Spec: ``shared/spec/steve.md``.
+"""STEVE: Stochastic Ensemble Value Expansion (Buckman, Hafner, Tucker, Brevdo, Lee, NeurIPS 2018,
+arXiv:1807.01675), with the MVE targets (Feinberg et al. 2018, arXiv:1803.00101) and plain DDPG (Lillicrap et
+al. 2015, arXiv:1509.02971) as choices of ``target_mode``.
 
 STEVE is DDPG whose critic target interpolates between H + 1 model-based value expansions, each weighted by
-the inverse of its variance across ensembles (paper, section "Stochastic Ensemble Value Expansion"; the
-section and equation numbers are not checked here, the code references are ``valuerl.py``)::
+the inverse of its variance across ensembles (Buckman et al. 2018, Sec. 3)::
 
     for each environment step:
-        act with the DDPG policy (explore_chance per dimension), store it     # SB3 collect_rollouts
+        act with the DDPG policy (random during the warm-up), store it        # SB3 collect_rollouts
         once, at learning_starts: model_pretrain_steps world-model updates    # train_world_model
         model_gradient_steps world-model updates on real batches              # train_world_model
         gradient_steps value updates; for each real (s, a, r, s', d):         # train
@@ -15,7 +14,7 @@ section and equation numbers are not checked here, the code references are ``val
             transition member                                                 # expansion
             candidates T_0 .. T_H, each with N x M x L samples (transition x reward x Q member)
             target = sum_k w_k mean_k,  w_k proportional to 1 / (var_k + 1e-8)
-            Q loss 0.5 (Q_m(s, a) - target)^2 (a random member m per example); DDPG policy loss
+            Q loss 0.5 (Q_l(s, a) - target)^2 (a random member l per example); DDPG policy loss
         every target_update_interval updates: hard copy Q -> target Q
 """
 
@@ -25,17 +24,19 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.base_class import maybe_make_env
+from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import polyak_update
-from stable_baselines3.ddpg import DDPG
+from torch.nn import functional as F
 
+from sb3_mb.common.ensemble import random_member_split
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
-from sb3_mb.steve.policies import MlpPolicy, STEVEPolicy, STEVEWorldModel, split_by_member
+from sb3_mb.common.utils import resolve_policy_and_env
+from sb3_mb.steve.policies import MlpPolicy, STEVEActor, STEVEPolicy, STEVEWorldModel
 
 __all__ = [
     "STEVE",
@@ -56,7 +57,7 @@ TARGET_MODES = ("steve", "mve", "mve_mean", "mve_lambda", "ddpg")
 def inverse_variance_weights(
     variances: th.Tensor, valid: th.Tensor | None = None, eps: float = 1e-8
 ) -> th.Tensor:
-    """STEVE's weights over candidate targets (``valuerl.py``, ``steve_reweight``).
+    """STEVE's weights over candidate targets (Buckman et al. 2018, Sec. 3).
 
     ``w_k = (1 / (var_k + eps)) / sum_j (1 / (var_j + eps))`` over the last axis, candidates outside ``valid``
     getting weight 0. The target is then ``sum_k w_k mean_k``: with one zero-variance candidate among
@@ -74,16 +75,16 @@ def inverse_variance_weights(
 
 
 def candidate_samples(rewards: th.Tensor, continues: th.Tensor, values: th.Tensor, gamma: float) -> th.Tensor:
-    """Every candidate target of every rollout source, per ensemble sample (``build_Q_expansion_graph``).
+    """Every candidate target of every rollout source, per ensemble sample (Buckman et al. 2018, Sec. 3).
 
     With ``F = H + 1`` frames (frame 0 is ``s'``), ``c_t`` the probability of being alive at frame ``t`` and
     ``c~_t = c_{t-1}`` (``c~_0 = 1``), the target from source frame ``i`` ending at frame ``j >= i`` is::
 
         T_ij = sum_{t=i..j} gamma^(t-i) (c~_t / c~_i) r_t + gamma^(j+1-i) (c_j / c~_i) Q(s_j, pi(s_j))
 
-    (``c~_i + 1e-8`` in the denominators, as the original). Source 0 gives the targets of ``Q(s, a)``
-    (spec steve 5.3: ``T_k = T_0k``); source ``i >= 1`` those of ``Q(s_{i-1}, a_{i-1})`` (the TD-k trick).
-    Entries ``j < i`` are 0.
+    (``c~_i + 1e-8`` in the denominators, as the released code). Source 0 gives the paper's candidates
+    ``T_j`` of ``Q(s, a)``; source ``i >= 1`` those of ``Q(s_{i-1}, a_{i-1})`` (MVE's TD-k trick, Feinberg et
+    al. 2018, Sec. 3). Entries ``j < i`` are 0.
 
     :param rewards: ``(batch, F, N, M)``: ``r_0`` the real reward, ``r_t = R_m(s_{t-1}, a_{t-1}, s_t)`` along
         transition member ``n``'s rollout, for reward member ``m``.
@@ -113,14 +114,15 @@ def candidate_weights(
 ) -> th.Tensor:
     """How each ``target_mode`` combines the candidates ``T_ij`` of every source ``i``: ``(batch, F, F)``.
 
-    - ``"steve"``: :func:`inverse_variance_weights` over ``j >= i``;
-    - ``"mve"``: the longest candidate ``j = H`` (Feinberg et al.; ``tdk_trick``);
-    - ``"mve_mean"``: the mean of the candidates ``j >= i`` (``mean_k_return``);
+    - ``"steve"``: :func:`inverse_variance_weights` over ``j >= i`` (Buckman et al. 2018, Sec. 3);
+    - ``"mve"``: the longest candidate ``j = H`` (Feinberg et al. 2018, Sec. 3);
+    - ``"mve_mean"``: the mean of the candidates ``j >= i``;
     - ``"mve_lambda"``: TD(lambda) over the candidates, ``(1 - lambda) lambda^j`` for ``j < H`` and
-      ``lambda^H`` for ``j = H`` (``lambda_return``; as the original the exponent is ``j``, which is the
-      TD(lambda) weighting for source 0, the only source this mode uses).
+      ``lambda^H`` for ``j = H`` (as the released code the exponent is ``j``, which is the TD(lambda)
+      weighting for source 0, the only source this mode uses).
 
     :param variances: ``(batch, F, F)`` sample variances of the candidates.
+    :param td_lambda: lambda of ``"mve_lambda"``. :param eps: the variance floor of ``"steve"``.
     :raises ValueError: for ``"ddpg"`` or an unknown mode.
     """
     n_frames = variances.shape[-1]
@@ -166,32 +168,33 @@ class ValueExpansion(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------ the algorithm
-class STEVE(DDPG):
-    """STEVE on SB3's DDPG: ensemble Q, learned transition / reward / done ensembles, expanded targets.
+class STEVE(OffPolicyAlgorithm):
+    """STEVE: DDPG with a Q ensemble, learned transition / reward / done ensembles and expanded targets.
 
-    Defaults are the spec's (steve.md 5.1-5.3; the paper's MuJoCo configuration, ``config/algos/steve.json``).
-    Paper sizes: policy and Q ``3 x 128`` ReLU (``policy_kwargs=dict(net_arch=[128, 128, 128])``, the
-    default), ``L = 4`` Q members, transition ``N = 4`` x ``7 x 512``, reward ``M = 4`` x ``3 x 128``, done
-    ``N`` x ``3 x 128``; Adam 3e-4, batch 512, 4 updates per env step, hard target copy every 500 updates,
-    10 000 random warm-up steps then 10 000 world-model pretraining updates.
+    The defaults are the paper's MuJoCo configuration (Buckman et al. 2018, Sec. 4 and appendix): Adam
+    3e-4, batch 512, 4 updates per env step, hard target copy every 500 updates, 10 000 random warm-up steps
+    then 10 000 world-model pretraining updates, horizon ``H = 3``. Network sizes travel in ``policy_kwargs``
+    (:class:`STEVEPolicy`: ``net_arch``, ``activation_fn``, ``n_critics`` = ``L``, ``model_net_arch``,
+    ``model_ensemble_size`` = ``N = M``); ``target_mode`` decides whether the policy has a world model
+    (``"ddpg"``: none).
 
-    Choices and deviations (spec QUIRKs):
+    Choices and deviations from the released code:
 
-    - Exploration: the released code reads ``ddpg_explore_chance``, a key no config sets, so it acts greedily
-      after the random warm-up (spec 5.1 QUIRK). Here the intended rule is the default: with probability
-      ``explore_chance = 0.05`` per action dimension the action is ``tanh(pretanh + N(0, 1))`` instead of
-      ``tanh(pretanh)`` (``explore_chance=0`` reproduces the released code). ``predict(deterministic=True)``
-      (evaluation) is greedy.
+    - Exploration: with probability ``explore_chance`` per action dimension the collected action is
+      ``tanh(pretanh + N(0, 1))`` instead of ``tanh(pretanh)``. The paper meant it for the DDPG baseline; the
+      released code reads a configuration key no configuration sets, so every mode acts greedily after the
+      random warm-up. Here the default follows the intent: 0.05 with ``target_mode="ddpg"``, 0 (greedy) in
+      the model modes; an explicit value applies in any mode. ``predict`` is greedy, as SB3's TD3.
     - Synchronous: the original runs interactors and learners in separate processes, the value learner
       reloading a world-model checkpoint every 500 updates; here model and value updates alternate after each
       env step (``model_gradient_steps`` then ``gradient_steps``) and the current model is used.
-    - Random member per example: each batch is randomly split into equal parts, one per member (the
-      ``batch_size % E`` left-over examples are skipped by that net), instead of evaluating every member on
-      every example and keeping one; same distribution of member per example, ``1 / E`` of the compute.
+    - Random member per example: each batch is randomly split into equal parts, one per member
+      (:func:`~sb3_mb.common.ensemble.random_member_split`; the ``batch_size % E`` left-over examples are
+      skipped by that net), instead of evaluating every member on every example and keeping one; same
+      distribution of member per example, ``1 / E`` of the compute.
     - Ensembles in every mode: ``"mve*"`` and ``"ddpg"`` keep the ensembles (means over their samples, the
       paper's "ensemble MVE" ablation); the paper's MVE / DDPG baselines use single nets
-      (``q_ensemble_size=1, transition_ensemble_size=1, reward_ensemble_size=1``). ``"ddpg"`` builds and
-      trains no world model.
+      (``policy_kwargs=dict(n_critics=1, model_ensemble_size=1)``).
     - Timeouts: a truncated episode is not a termination (SB3's replay buffer), as the original's "done".
 
     Logged (SB3 logger): ``model/transition_loss``, ``model/reward_loss``, ``model/done_loss``,
@@ -201,45 +204,47 @@ class STEVE(DDPG):
     ``train/target_mean``. The original's ``greedy.csv`` evaluation log:
     :class:`sb3_mb.steve.callbacks.GreedyCSVCallback`.
 
-    SB3 arguments are DDPG's (see :class:`stable_baselines3.DDPG`); ``tau`` is the coefficient of the target
-    update made every ``target_update_interval`` updates (1.0: a hard copy, STEVE). ``gradient_steps`` and
-    ``model_gradient_steps`` count per ``train`` call, i.e. per vectorised env step (the paper: 4 per frame
-    with one env; with ``n_envs`` envs divide by ``n_envs`` for updates per frame).
+    SB3 arguments are those of :class:`~stable_baselines3.common.off_policy_algorithm.OffPolicyAlgorithm`;
+    ``tau`` is the coefficient of the target update made every ``target_update_interval`` updates (1.0: a
+    hard copy). ``gradient_steps`` and ``model_gradient_steps`` count per ``train`` call, i.e. per vectorised
+    env step (the paper: 4 per frame with one env; with ``n_envs`` envs divide by ``n_envs``).
 
+    :param policy: ``"MlpPolicy"`` or a :class:`STEVEPolicy` class; or the env itself (``STEVE(env)``).
+    :param env: the env (flat ``Box`` observations, ``Box`` actions), a ``VecEnv`` or a registered id.
     :param target_mode: ``"steve"`` (inverse-variance weighting), ``"mve"`` (longest candidate with the TD-k
-        trick: the Q loss is also applied at every imagined ``(s_i, a_i)``, ``i < H``, with target the
-        longest remaining candidate, weighted by the probability of reaching ``s_i``), ``"mve_mean"`` (mean of
-        the candidates), ``"mve_lambda"`` (TD(``td_lambda``)) or ``"ddpg"`` (one-step target, no model).
-    :param value_expansion_horizon: ``H``, model steps of the expansion (3); ``H + 1`` candidates.
-    :param target_update_interval: value updates between target-Q updates (500).
-    :param q_ensemble_size: ``L`` (4). :param explore_chance: see above (0.05).
-    :param policy_reg_coef: coefficient of ``mean(pretanh^2)`` in the policy loss (1e-3).
-    :param td_lambda: lambda of ``"mve_lambda"`` (0.25).
-    :param transition_ensemble_size: ``N`` (4), also the done ensemble's size.
-    :param reward_ensemble_size: ``M`` (4).
-    :param transition_n_layers: hidden layers of the transition nets (7).
-    :param transition_hidden_size: (512).
-    :param aux_n_layers: hidden layers of the reward and done nets (3). :param aux_hidden_size: (128).
-    :param model_l2_coef: world-model L2 coefficient (1e-4). :param model_learning_rate: Adam (3e-4).
-    :param model_batch_size: world-model batch (512).
-    :param model_gradient_steps: world-model updates per ``train`` call, i.e. per env step (4).
+        trick: the Q loss is also applied at every imagined ``(s_i, a_i)``, ``i < H``, with target the longest
+        remaining candidate, weighted by the probability of reaching ``s_i``), ``"mve_mean"`` (mean of the
+        candidates), ``"mve_lambda"`` (TD(``td_lambda``)) or ``"ddpg"`` (one-step target, no model).
+    :param value_expansion_horizon: ``H``, model steps of the expansion; ``H + 1`` candidates.
+    :param target_update_interval: value updates between target-Q updates.
+    :param explore_chance: per action dimension, the chance of exploring (see above); ``None``: 0.05 with
+        ``"ddpg"``, 0 otherwise.
+    :param policy_reg_coef: coefficient of ``mean(pretanh^2)`` in the policy loss.
+    :param td_lambda: lambda of ``"mve_lambda"``.
+    :param model_learning_rate: Adam learning rate of the world model.
+    :param model_weight_decay: ``c`` of the world model's L2 term ``c * sum 0.5 ||theta||^2`` over every
+        weight and bias of its three nets.
+    :param model_batch_size: world-model batch.
+    :param model_gradient_steps: world-model updates per ``train`` call, i.e. per env step.
     :param model_pretrain_steps: world-model updates made once, at ``learning_starts``, before the first value
-        update uses the model (10 000).
+        update uses the model.
     :raises ValueError: for an unknown ``target_mode`` (listing the valid ones), a
-        ``value_expansion_horizon < 1`` with a model mode, an observation space other than a flat ``Box`` or
-        an action space other than ``Box``.
+        ``value_expansion_horizon < 1`` with a model mode, an ``explore_chance`` outside ``[0, 1]``, a
+        ``policy_kwargs["use_world_model"]`` that contradicts ``target_mode``, an observation space other than
+        a flat ``Box`` or an action space other than ``Box``.
     """
 
     policy_aliases: ClassVar[dict[str, type[STEVEPolicy]]] = {"MlpPolicy": MlpPolicy}
     policy: STEVEPolicy
+    actor: STEVEActor
     world_model: STEVEWorldModel | None
     model_env: ModelEnv | None
     model_optimizer: th.optim.Optimizer | None
 
     def __init__(
         self,
-        policy: str | type[STEVEPolicy],
-        env: GymEnv | str,
+        policy: str | type[STEVEPolicy] | GymEnv,
+        env: GymEnv | str | None = None,
         learning_rate: float | Schedule = 3e-4,
         buffer_size: int = 1_000_000,
         learning_starts: int = 10_000,
@@ -248,36 +253,30 @@ class STEVE(DDPG):
         gamma: float = 0.99,
         train_freq: int | tuple[int, str] = 1,
         gradient_steps: int = 4,
-        action_noise: ActionNoise | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
+        target_mode: str = "steve",
+        value_expansion_horizon: int = 3,
+        target_update_interval: int = 500,
+        explore_chance: float | None = None,
+        policy_reg_coef: float = 1e-3,
+        td_lambda: float = 0.25,
+        model_learning_rate: float = 3e-4,
+        model_weight_decay: float = 1e-4,
+        model_batch_size: int = 512,
+        model_gradient_steps: int = 4,
+        model_pretrain_steps: int = 10_000,
+        stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
-        # STEVE
-        target_mode: str = "steve",
-        value_expansion_horizon: int = 3,
-        target_update_interval: int = 500,
-        q_ensemble_size: int = 4,
-        explore_chance: float = 0.05,
-        policy_reg_coef: float = 1e-3,
-        td_lambda: float = 0.25,
-        transition_ensemble_size: int = 4,
-        reward_ensemble_size: int = 4,
-        transition_n_layers: int = 7,
-        transition_hidden_size: int = 512,
-        aux_n_layers: int = 3,
-        aux_hidden_size: int = 128,
-        model_l2_coef: float = 1e-4,
-        model_learning_rate: float = 3e-4,
-        model_batch_size: int = 512,
-        model_gradient_steps: int = 4,
-        model_pretrain_steps: int = 10_000,
         _init_setup_model: bool = True,
     ):
+        policy, env = resolve_policy_and_env(policy, env, self.policy_aliases, "STEVE", verbose)
+        check_flat_box_spaces(env, "STEVE")
         if target_mode not in TARGET_MODES:
             raise ValueError(
                 f"Unknown target_mode {target_mode!r}; expected one of {', '.join(TARGET_MODES)}"
@@ -287,15 +286,14 @@ class STEVE(DDPG):
                 f"target_mode {target_mode!r} needs value_expansion_horizon >= 1, "
                 f"got {value_expansion_horizon}"
             )
-        if isinstance(env, str):
-            env = maybe_make_env(env, verbose)  # made here so the space check below sees it
-        check_flat_box_spaces(env, "STEVE")
-        policy_kwargs = dict(policy_kwargs or {})
-        policy_kwargs.update(q_ensemble_size=q_ensemble_size, explore_chance=explore_chance)
+        if explore_chance is None:
+            explore_chance = 0.05 if target_mode == "ddpg" else 0.0
+        if not 0.0 <= explore_chance <= 1.0:
+            raise ValueError(f"explore_chance must lie in [0, 1], got {explore_chance}")
         super().__init__(
             policy,
             env,
-            learning_rate=learning_rate,
+            learning_rate,
             buffer_size=buffer_size,
             learning_starts=learning_starts,
             batch_size=batch_size,
@@ -303,28 +301,24 @@ class STEVE(DDPG):
             gamma=gamma,
             train_freq=train_freq,
             gradient_steps=gradient_steps,
-            action_noise=action_noise,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
             optimize_memory_usage=optimize_memory_usage,
+            policy_kwargs=dict(policy_kwargs or {}),
+            stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
             verbose=verbose,
-            seed=seed,
             device=device,
-            _init_setup_model=False,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=(spaces.Box,),
+            support_multi_env=True,
         )
-        # DDPG asks its policy for one critic; STEVE's policy has a Q ensemble of q_ensemble_size instead.
-        self.policy_kwargs.pop("n_critics", None)
         self.target_mode, self.value_expansion_horizon = target_mode, int(value_expansion_horizon)
         self.target_update_interval = int(target_update_interval)
-        self.q_ensemble_size, self.explore_chance = q_ensemble_size, explore_chance
+        self.explore_chance = float(explore_chance)
         self.policy_reg_coef, self.td_lambda = policy_reg_coef, td_lambda
-        self.transition_ensemble_size = transition_ensemble_size
-        self.reward_ensemble_size = reward_ensemble_size
-        self.transition_n_layers, self.transition_hidden_size = transition_n_layers, transition_hidden_size
-        self.aux_n_layers, self.aux_hidden_size = aux_n_layers, aux_hidden_size
-        self.model_l2_coef, self.model_learning_rate = model_l2_coef, model_learning_rate
+        self.model_learning_rate, self.model_weight_decay = model_learning_rate, model_weight_decay
         self.model_batch_size, self.model_gradient_steps = model_batch_size, model_gradient_steps
         self.model_pretrain_steps = model_pretrain_steps
         self._model_pretrained = False
@@ -339,29 +333,27 @@ class STEVE(DDPG):
         return self.target_mode != "ddpg"
 
     def _setup_model(self) -> None:
-        # TD3's _setup_model also gathers the batch-norm statistics of a target actor; STEVE has no target
-        # actor (targets use the current policy): replay buffer and policy come from OffPolicyAlgorithm.
-        OffPolicyAlgorithm._setup_model(self)
+        declared = self.policy_kwargs.get("use_world_model", self.uses_model)
+        if declared != self.uses_model:
+            raise ValueError(
+                f"policy_kwargs use_world_model={declared} contradicts target_mode={self.target_mode!r}; "
+                "leave it out: target_mode decides it"
+            )
+        # The policy gets use_world_model from target_mode; policy_kwargs keeps only what the user declared.
+        policy_kwargs = self.policy_kwargs
+        self.policy_kwargs = {**policy_kwargs, "use_world_model": self.uses_model}
+        try:
+            super()._setup_model()
+        finally:
+            self.policy_kwargs = policy_kwargs
         self._create_aliases()
-        self.world_model, self.model_env, self.model_optimizer = None, None, None
-        if not self.uses_model:
+        self.model_env, self.model_optimizer = None, None
+        if self.world_model is None:
             return
-        self.world_model = STEVEWorldModel(
-            self.policy.obs_dim,
-            self.policy.action_dim,
-            transition_ensemble_size=self.transition_ensemble_size,
-            reward_ensemble_size=self.reward_ensemble_size,
-            transition_n_layers=self.transition_n_layers,
-            transition_hidden_size=self.transition_hidden_size,
-            aux_n_layers=self.aux_n_layers,
-            aux_hidden_size=self.aux_hidden_size,
-            l2_coef=self.model_l2_coef,
-        ).to(self.device)
         self.model_optimizer = th.optim.Adam(self.world_model.parameters(), lr=self.model_learning_rate)
         # Every transition member follows its own rollout ("all"); the done model gives probabilities.
         self.model_env = ModelEnv(
             self.world_model.transition,
-            self.policy.obs_dim,
             termination_fn=self.world_model.done_probs,
             reward_fn=self.world_model.rewards,
             propagation="all",
@@ -372,15 +364,45 @@ class STEVE(DDPG):
         self.actor = self.policy.actor
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
+        self.world_model = self.policy.world_model
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "model_env"]
+        return [
+            *super()._excluded_save_params(),
+            "actor",
+            "critic",
+            "critic_target",
+            "world_model",
+            "model_env",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
-        if self.uses_model:
-            state_dicts += ["world_model", "model_optimizer"]
+        if self.model_optimizer is not None:
+            state_dicts.append("model_optimizer")
         return state_dicts, []
+
+    # ------------------------------------------------------------------------------------ acting
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The collected action: uniform during the warm-up, then ``tanh(pretanh)`` with each dimension
+        replaced with probability ``explore_chance`` by ``tanh(pretanh + N(0, 1))`` (the released code's DDPG
+        exploration, on in the modes the class docstring says).
+
+        :return: ``(action in the env's bounds, action in [-1, 1] for the buffer)``, each
+            ``(n_envs, action_dim)``.
+        """
+        if self.num_timesteps < learning_starts or self.explore_chance == 0.0:
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        assert self._last_obs is not None
+        obs, _ = self.policy.obs_to_tensor(self._last_obs)
+        with th.no_grad():
+            pretanh = self.actor.pretanh(obs.float().reshape(-1, self.policy.obs_dim))
+            explore = th.rand_like(pretanh) < self.explore_chance
+            pretanh = th.where(explore, pretanh + th.randn_like(pretanh), pretanh)
+        buffer_action = th.tanh(pretanh).cpu().numpy()
+        return self.policy.unscale_action(buffer_action), buffer_action
 
     # ------------------------------------------------------------------------------------ replay
     def _sample(self, batch_size: int) -> ReplayBufferSamples:
@@ -393,6 +415,37 @@ class STEVE(DDPG):
         )
 
     # ------------------------------------------------------------------------------------ world model
+    def world_model_losses(self, data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+        """World-model loss on a real batch; every example trains one random member of each net.
+
+        ``0.5 * sum_dims (s' - s_hat')^2 + 0.5 * (r - r_hat)^2 + BCE(done)`` averaged over the batch, plus
+        ``model_weight_decay * sum 0.5 ||theta||^2`` (Buckman et al. 2018, Sec. 4 and appendix).
+
+        :param data: a replay batch (``observations (batch, obs_dim)`` ... ``dones (batch, 1)``).
+        :return: ``{"transition", "reward", "done", "l2", "total"}`` scalar tensors.
+        """
+        assert self.world_model is not None
+        model, batch = self.world_model, data.observations.shape[0]
+        obs, actions, next_obs = data.observations, data.actions, data.next_observations
+        rewards, dones = data.rewards.flatten(), data.dones.flatten()
+
+        rows = random_member_split(batch, model.transition.ensemble_size, device=self.device)
+        predicted = model.transition(model.transition.inputs(obs[rows], actions[rows]))[0]
+        errors = predicted - model.transition.targets(obs[rows], next_obs[rows])
+        transition = 0.5 * errors.pow(2).sum(-1).mean()
+
+        rows = random_member_split(batch, model.reward.ensemble_size, device=self.device)
+        predicted = model.member_rewards(obs[rows], actions[rows], next_obs[rows])
+        reward = 0.5 * (predicted - rewards[rows]).pow(2).mean()
+
+        rows = random_member_split(batch, model.done.ensemble_size, device=self.device)
+        logits = model.done_logits(obs[rows], actions[rows], next_obs[rows])
+        done = F.binary_cross_entropy_with_logits(logits, dones[rows])
+
+        l2 = self.model_weight_decay * 0.5 * sum(p.pow(2).sum() for p in model.parameters())
+        total = transition + reward + done + l2
+        return {"transition": transition, "reward": reward, "done": done, "l2": l2, "total": total}
+
     def train_world_model(self, n_updates: int) -> dict[str, float]:
         """``n_updates`` world-model updates on real batches of ``model_batch_size``; mean losses.
 
@@ -400,25 +453,15 @@ class STEVE(DDPG):
         """
         if self.world_model is None or self.model_optimizer is None:
             raise RuntimeError("target_mode='ddpg' has no world model")
-        assert self.replay_buffer is not None
-        self.world_model.train(True)
         totals: dict[str, float] = {}
         for _ in range(n_updates):
-            data = self._sample(self.model_batch_size)
-            losses = self.world_model.loss(
-                data.observations,
-                data.actions,
-                data.next_observations,
-                data.rewards.flatten(),
-                data.dones.flatten(),
-            )
+            losses = self.world_model_losses(self._sample(self.model_batch_size))
             self.model_optimizer.zero_grad()
             losses["total"].backward()
             self.model_optimizer.step()
             self._n_model_updates += 1
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + value.item()
-        self.world_model.train(False)
         means = {key: value / max(n_updates, 1) for key, value in totals.items()}
         for key, value in means.items():
             self.logger.record(f"model/{key}_loss", value)
@@ -428,7 +471,7 @@ class STEVE(DDPG):
     # ------------------------------------------------------------------------------------ targets
     @th.no_grad()
     def expansion(self, data: ReplayBufferSamples) -> ValueExpansion:
-        """All candidate targets of a real batch in one batched pass (spec steve 5.3).
+        """All candidate targets of a real batch in one batched pass (Buckman et al. 2018, Sec. 3).
 
         From ``s_0 = s'`` every transition member ``n`` rolls ``H`` steps with ``a_t = pi(s_t)`` (its own
         rollout throughout: the ``N`` rollouts are the leading axis of one batched forward pass per step);
@@ -450,13 +493,13 @@ class STEVE(DDPG):
         actions.append(self.actor(states[-1]))
         obs = th.stack(states).permute(2, 0, 1, 3)  # (F, N, batch, obs_dim) -> (batch, F, N, obs_dim)
         acts = th.stack(actions).permute(2, 0, 1, 3)
-        n_members = obs.shape[2]
-        real_reward = data.rewards.view(-1, 1, 1, 1).expand(-1, 1, n_members, self.reward_ensemble_size)
+        n_members, m_members = obs.shape[2], rewards[0].shape[-1]
+        real_reward = data.rewards.view(-1, 1, 1, 1).expand(-1, 1, n_members, m_members)
         all_rewards = th.cat([real_reward, th.stack(rewards).permute(2, 0, 1, 3)], dim=1)
         real_not_done = (1.0 - data.dones).view(-1, 1, 1).expand(-1, 1, n_members)
         not_done = th.cat([real_not_done, 1.0 - th.stack(dones).permute(2, 0, 1)], dim=1)
         continues = th.cumprod(not_done, dim=1)  # (batch, F, N)
-        values = STEVEPolicy.q_of(self.critic_target, obs, acts).permute(1, 2, 3, 0)  # (batch, F, N, L)
+        values = self.policy.q_values(obs, acts, target=True).permute(1, 2, 3, 0)  # (batch, F, N, L)
         samples = candidate_samples(all_rewards, continues, values, self.gamma)
         means = samples.mean(-1)
         variances = samples.var(-1, unbiased=False)
@@ -466,20 +509,21 @@ class STEVE(DDPG):
 
     @th.no_grad()
     def ddpg_targets(self, data: ReplayBufferSamples) -> th.Tensor:
-        """``r + gamma (1 - d) mean_l Q'_l(s', pi(s'))``, ``(batch,)`` (``valuerl.py``, no world model)."""
+        """``r + gamma (1 - d) mean_l Q'_l(s', pi(s'))``, ``(batch,)`` (Lillicrap et al. 2015, Sec. 3, with
+        the current policy and the ensemble mean)."""
         next_obs = data.next_observations
-        next_q = STEVEPolicy.q_of(self.critic_target, next_obs, self.actor(next_obs))
+        next_q = self.policy.q_values(next_obs, self.actor(next_obs), target=True)
         return data.rewards.flatten() + self.gamma * (1.0 - data.dones.flatten()) * next_q.mean(0)
 
     # ------------------------------------------------------------------------------------ value learning
     def _critic_loss(self, data: ReplayBufferSamples, stats: dict[str, list[float]]) -> th.Tensor:
-        """``0.5 (Q_m(s, a) - target)^2``, a random member ``m`` per example; with ``"mve"`` (TD-k trick) also
-        at the imagined ``(s_i, a_i)``, ``i < H`` (mean over transition members of ``Q_m``), weighted by the
+        """``0.5 (Q_l(s, a) - target)^2``, a random member ``l`` per example; with ``"mve"`` (TD-k trick) also
+        at the imagined ``(s_i, a_i)``, ``i < H`` (mean over transition members of ``Q_l``), weighted by the
         probability of reaching ``s_i``; mean over examples (and sources)."""
-        member = split_by_member(data.observations.shape[0], self.q_ensemble_size, self.device)  # (L, n)
-        q_real = STEVEPolicy.q_of_members(self.critic, data.observations[member], data.actions[member])
+        rows = random_member_split(data.observations.shape[0], self.critic.ensemble_size, device=self.device)
+        q_real = self.policy.member_q_values(data.observations[rows], data.actions[rows])  # (L, n)
         if not self.uses_model:
-            return 0.5 * (q_real - self.ddpg_targets(data)[member]).pow(2).mean()
+            return 0.5 * (q_real - self.ddpg_targets(data)[rows]).pow(2).mean()
         exp = self.expansion(data)
         w0 = exp.weights[:, 0].mean(0)
         for k, w in enumerate(w0.tolist()):
@@ -487,25 +531,24 @@ class STEVE(DDPG):
         stats.setdefault("model_usage", []).append(1.0 - w0[0].item())
         stats.setdefault("target_mean", []).append(exp.targets[:, 0].mean().item())
         if self.target_mode != "mve":
-            return 0.5 * (q_real - exp.targets[member, 0]).pow(2).mean()
+            return 0.5 * (q_real - exp.targets[rows, 0]).pow(2).mean()
         # TD-k trick: guesses at s_0 .. s_{H-1} of every rollout, target the longest candidate from there.
-        q_imagined = STEVEPolicy.q_of_members(
-            self.critic, exp.obs[member][:, :, :-1], exp.actions[member][:, :, :-1]
-        ).mean(-1)  # (L, n, H)
+        q_imagined = self.policy.member_q_values(exp.obs[rows][:, :, :-1], exp.actions[rows][:, :, :-1]).mean(
+            -1
+        )  # (L, n, H)
         guesses = th.cat([q_real.unsqueeze(-1), q_imagined], dim=-1)  # (L, n, F)
         reach = exp.continues.mean(-1)  # (batch, F)
         reach = th.cat([th.ones_like(reach[:, :1]), reach[:, :-1]], dim=1)
-        return (0.5 * (guesses - exp.targets[member]).pow(2) * reach[member]).mean()
+        return (0.5 * (guesses - exp.targets[rows]).pow(2) * reach[rows]).mean()
 
     def train(self, gradient_steps: int, batch_size: int = 512) -> None:
         """World-model updates (and the one-off pretraining), then ``gradient_steps`` value updates."""
-        assert self.replay_buffer is not None
+        self.policy.set_training_mode(True)
         if self.uses_model:
             if not self._model_pretrained:
                 self.train_world_model(self.model_pretrain_steps)
                 self._model_pretrained = True
             self.train_world_model(self.model_gradient_steps)
-        self.policy.set_training_mode(True)
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
         stats: dict[str, list[float]] = {}
         critic_losses, actor_losses, reg_losses = [], [], []
@@ -519,9 +562,9 @@ class STEVE(DDPG):
             self.critic.optimizer.step()
 
             # Policy: -mean_batch of the ensemble-mean Q (only the actor steps; the critic's gradients from
-            # this loss are cleared by the next critic zero_grad) + 1e-3 mean(pretanh^2).
+            # this loss are cleared by the next critic zero_grad) + policy_reg_coef * mean(pretanh^2).
             pretanh = self.actor.pretanh(data.observations)
-            q_mean = STEVEPolicy.q_of(self.critic, data.observations, th.tanh(pretanh)).mean(0)
+            q_mean = self.policy.q_values(data.observations, th.tanh(pretanh)).mean(0)
             reg_loss = self.policy_reg_coef * pretanh.pow(2).mean()
             actor_loss = -q_mean.mean() + reg_loss
             self.actor.optimizer.zero_grad()
