@@ -1,4 +1,4 @@
-"""PlaNet learning curves on DeepMind Control cartpole (spec ``planet.md`` 3.1, 3.2).
+"""PlaNet learning curves on DeepMind Control cartpole (Hafner et al. 2019, arXiv:1811.04551; Rose's fork).
 
 Two budgets:
 
@@ -45,14 +45,17 @@ SESSION_KWARGS = dict(
     sequence_length=30,
     seed_episodes=5,
     updates_per_episode=50,
-    belief_size=64,
-    state_size=16,
-    hidden_size=64,
-    planning_horizon=12,
-    n_candidates=100,
-    n_elites=10,
-    n_iterations=5,
-    policy_kwargs=dict(mlp_hidden_sizes=(64,), reward_hidden_sizes=(64, 64)),
+    policy_kwargs=dict(
+        belief_size=64,
+        state_size=16,
+        hidden_size=64,
+        planning_horizon=12,
+        n_candidates=100,
+        n_elites=10,
+        n_iterations=5,
+        mlp_hidden_sizes=(64,),
+        reward_hidden_sizes=(64, 64),
+    ),
 )
 
 

@@ -1,8 +1,8 @@
 """Milliseconds per action of the Gaussian CEM at PlaNet's size, and its FLOP/s vs dense matmul FLOP/s.
 
-Planner: horizon 12, 1000 candidates, top-k 100, 10 iterations (spec ``planet.md`` 3.1). The stand-in
-objective does the work of PlaNet's RSSM prior rollout plus reward head for all candidates in one batch:
-per step ``x = relu(W [s, a])`` (30 + A -> 200), ``h = GRUCell(x, h)`` (200), ``relu(dense(h))`` (200),
+Planner: horizon 12, 1000 candidates, top-k 100, 10 iterations (PlaNet, Hafner et al. 2019, App. A). The
+stand-in objective does the work of PlaNet's RSSM prior rollout plus reward head for all candidates in one
+batch: per step ``x = relu(W [s, a])`` (30 + A -> 200), ``h = GRUCell(x, h)`` (200), ``relu(dense(h))`` (200),
 mean / std heads (200 -> 2 x 30), a reparameterised sample, and the 3 x 300 ReLU reward MLP on ``[h, s]``.
 Its matmul FLOPs are counted analytically (2 m n k per matmul; elementwise work is not counted). The
 reference is a large ``torch.matmul`` timed in the same process.

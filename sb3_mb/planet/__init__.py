@@ -1,7 +1,7 @@
-"""PlaNet (Hafner et al. 2019): RSSM world model and latent-space CEM planning (spec ``planet.md``)."""
+"""PlaNet (Hafner et al. 2019, arXiv:1811.04551): an RSSM world model and CEM planning in its latent space."""
 
 from sb3_mb.planet.planet import PlaNet
-from sb3_mb.planet.policies import CnnPolicy, MlpPolicy, PlaNetPolicy
+from sb3_mb.planet.policies import CnnPolicy, MlpPolicy, PlaNetPolicy, PlaNetState
 from sb3_mb.planet.rssm import RSSM, RSSMState
 
-__all__ = ["RSSM", "CnnPolicy", "MlpPolicy", "PlaNet", "PlaNetPolicy", "RSSMState"]
+__all__ = ["RSSM", "CnnPolicy", "MlpPolicy", "PlaNet", "PlaNetPolicy", "PlaNetState", "RSSMState"]

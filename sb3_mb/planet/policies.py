@@ -1,51 +1,71 @@
-"""PlaNet's policy: the world model (encoder, RSSM, decoder, reward head) and planning in its latent space.
+"""PlaNet's policy: the world model (encoder, RSSM, decoder, reward head) and CEM planning in latent space.
 
-``predict`` is a filter plus a planner (Hafner et al. 2019, Alg. 1; spec ``planet.md`` 3.1-3.2):
+Hafner et al. 2019, "Learning Latent Dynamics for Planning from Pixels", arXiv:1811.04551 (the camera-ready
+version unless arXiv v1 is named). ``predict`` is the acting step of the paper's Alg. 1:
 
-1. filter: ``(h_t, s_t) = posterior(h_{t-1}, s_{t-1}, a_{t-1}, o_t)`` (:meth:`RSSM.obs_step`);
-2. plan: CEM over action sequences ``a_{t..t+H-1}`` scored by the summed predicted rewards of a prior
-   rollout (:meth:`RSSM.imagine`), every candidate of every env in one batched tensor;
-3. act: the first action of the plan, plus exploration noise when ``deterministic=False`` (Gaussian
-   ``exploration_noise`` for ``Box`` actions; ε-greedy with ``exploration_epsilon`` for ``Discrete``).
+1. filter: ``h_t = f(h_{t-1}, s_{t-1}, a_{t-1})`` and ``s_t ~ q(s_t | h_t, o_t)`` (Sec. 3, Eq. 4;
+   :meth:`~sb3_mb.planet.rssm.RSSM.obs_step`);
+2. plan: the cross-entropy method over action sequences ``a_{t..t+H-1}``, each scored by the summed predicted
+   rewards of a prior rollout from ``(h_t, s_t)`` (Sec. 2, "Planning algorithm", and Alg. 2 of the
+   appendix), every candidate of every env in one batch;
+3. act: the first action of the plan, plus exploration noise when ``deterministic=False`` (Gaussian noise
+   ``exploration_noise`` for ``Box`` actions, Alg. 1).
 
-The filter state travels in ``predict``'s ``state`` as numpy arrays with the env dimension first, as in
-sb3-contrib's RecurrentPPO: ``(belief (n_envs, belief_size), posterior_sample (n_envs, state_size),
-prev_action (n_envs, action_dim)[, plan (n_envs, planning_horizon, action_dim)])``; the plan is present
-with ``warm_start=True``. ``episode_start[i]`` resets env ``i``'s entries to zeros.
+``Discrete`` actions follow the discrete-action adaptation of Rose's PlaNet fork (github.com/rosea-tf/planet),
+which the paper does not have: the RSSM reads one-hot actions, the CEM is over per-step categoricals
+(:class:`~sb3_mb.common.planners.CategoricalCEM`) and exploration is ε-greedy (``exploration_epsilon``).
 
-Actions inside the model: ``Box`` actions are scaled to ``[-1, 1]`` (SB3's ``scale_action``; the CEM works
-there and the env gets ``unscale_action``); ``Discrete(n)`` actions are one-hot vectors of size ``n``.
+What ``predict`` carries from one step to the next is a :class:`PlaNetState`; ``episode_start[i]`` sets
+env ``i``'s row to zeros (sb3-contrib's RecurrentPPO contract, so ``evaluate_policy`` and ``EvalCallback``
+carry it unchanged).
+
+Actions inside the model: ``Box`` actions scaled to ``[-1, 1]`` (SB3's ``scale_action``; the CEM searches
+there and the env gets ``unscale_action``); ``Discrete(n)`` actions as one-hot vectors of size ``n``.
+
+Every setting of the model and the planner is an argument of :class:`PlaNetPolicy` (the algorithm's
+``policy_kwargs``) and is documented there alone.
 """
 
 from __future__ import annotations
 
-import math
+import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 from torch.nn import functional as F
 
 from sb3_mb.common.conv import IMAGE_SIZE, ConvDecoder, ConvEncoder, preprocess_observation
-from sb3_mb.common.planners import CategoricalCEM, GaussianCEM, PlanResult, reset_plan
+from sb3_mb.common.distributions import gaussian_nll
+from sb3_mb.common.planners import CategoricalCEM, GaussianCEM, PlanResult
+from sb3_mb.common.states import StateSpec
 from sb3_mb.planet.rssm import RSSM
 
-LOG_2PI = math.log(2.0 * math.pi)
 
+class PlaNetState(NamedTuple):
+    """What :meth:`PlaNetPolicy.predict` carries between steps: float32 numpy arrays, env dimension first.
 
-def _mlp(sizes: list[int], activation_fn: type[nn.Module], last_activation: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(n_in, n_out))
-        if last_activation or i < len(sizes) - 2:
-            layers.append(activation_fn())
-    return nn.Sequential(*layers)
+    :ivar belief: the deterministic state ``h_t``, ``(n_envs, belief_size)``.
+    :ivar posterior_sample: ``s_t`` drawn from the posterior ``q(s_t | h_t, o_t)``, ``(n_envs, state_size)``.
+    :ivar prev_action: the action just taken as the model reads it (``[-1, 1]``-scaled ``Box`` action or
+        one-hot ``Discrete`` action, exploration included): ``a_{t-1}`` of the next filter step,
+        ``(n_envs, action_dim)``.
+    :ivar plan: the CEM's final mean (``Box``) or logits (``Discrete``) shifted one step earlier with zeros
+        appended, ``(n_envs, planning_horizon, action_dim)``. The next CEM starts from it only with
+        ``warm_start=True``; it is carried either way, so the state's layout never depends on a setting.
+    """
+
+    belief: np.ndarray
+    posterior_sample: np.ndarray
+    prev_action: np.ndarray
+    plan: np.ndarray
 
 
 def check_action_space(action_space: spaces.Space) -> None:
@@ -94,42 +114,37 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, us
         )
 
 
-class MlpEncoder(nn.Module):
-    """Vector observations ``(..., obs_dim) -> (..., hidden_sizes[-1])``, ReLU MLP."""
-
-    def __init__(self, obs_dim: int, hidden_sizes: tuple[int, ...], activation_fn: type[nn.Module]):
-        super().__init__()
-        self.features_dim = hidden_sizes[-1]
-        self.net = _mlp([obs_dim, *hidden_sizes], activation_fn, last_activation=True)
-
-    def forward(self, observations: th.Tensor) -> th.Tensor:
-        return self.net(observations)
-
-
 class PlaNetPolicy(BasePolicy):
-    """World model and latent-space planner of PlaNet (spec ``planet.md`` 3.1; discrete fork 3.2).
+    """PlaNet's world model and latent-space planner; the defaults are the paper's (App. A).
 
     :param observation_space: ``Box`` vector (``use_conv=False``) or ``(C, 64, 64)`` uint8 image.
     :param action_space: bounded ``Box`` or ``Discrete``.
-    :param lr_schedule: learning-rate schedule; Adam uses ``lr_schedule(1)``.
-    :param belief_size: GRU belief (200). :param state_size: stochastic state (30).
-    :param hidden_size: RSSM dense layers (200). :param min_std: std floor (0.1).
-    :param future_rnn: camera-ready prior (True) or arXiv v1 (False), see :class:`RSSM`.
-    :param use_conv: 64x64 conv encoder / decoder (``CnnPolicy``) or MLPs (``MlpPolicy``).
-    :param cnn_depth: conv channel multiplier (PlaNet: 32, giving a 1024-D embedding).
-    :param mlp_hidden_sizes: hidden layers of the vector encoder and decoder (default ``(200, 200)``).
-    :param reward_hidden_sizes: reward head hidden layers (PlaNet: 3 x 300; fork: 2 x 100).
-    :param activation_fn: activation everywhere (PlaNet configs: ReLU).
-    :param bit_depth: image quantisation bits (PlaNet: 5).
-    :param planning_horizon: H (PlaNet: 12). :param n_candidates: (1000). :param n_elites: top-k (100).
-    :param n_iterations: CEM iterations (10).
-    :param warm_start: initialise each CEM from the previous plan shifted by one step (fork option).
-    :param discount: per-step discount of the planning objective (original 1.0; fork 0.99).
-    :param exploration_noise: std of the Gaussian noise added to ``Box`` actions when not deterministic,
-        in the ``[-1, 1]`` scale (PlaNet: 0.3).
-    :param exploration_epsilon: ε of the ε-greedy exploration for ``Discrete`` actions (fork: 0.1).
-    :param optimizer_class: (Adam). :param optimizer_kwargs: (``eps=1e-4``, PlaNet).
-    :raises TypeError, ValueError: see :func:`check_spaces`.
+    :param lr_schedule: learning-rate schedule; the optimizer starts at ``lr_schedule(1)``.
+    :param belief_size: size of the deterministic state ``h`` (GRU, 200).
+    :param state_size: size of the stochastic state ``s`` (diagonal Gaussian, 30).
+    :param hidden_size: dense layers around the GRU (200).
+    :param min_std: floor added to the softplus of the prior and posterior std (0.1).
+    :param future_rnn: the prior reads the new belief (camera-ready, True) or the pre-GRU embedding (arXiv
+        v1); see :class:`~sb3_mb.planet.rssm.RSSM`.
+    :param use_conv: the 64x64 conv encoder / decoder of Ha & Schmidhuber 2018 (``CnnPolicy``) or MLPs
+        (``MlpPolicy``).
+    :param cnn_depth: conv channel multiplier (32: a 1024-D embedding).
+    :param mlp_hidden_sizes: hidden layers of the vector encoder and decoder (``(200, 200)``).
+    :param reward_hidden_sizes: hidden layers of the reward head (paper: 3 x 300; Rose's fork: 2 x 100).
+    :param activation_fn: activation of every network (ReLU).
+    :param bit_depth: image quantisation in bits (5).
+    :param planning_horizon: CEM horizon H in agent steps (12).
+    :param n_candidates: action sequences per CEM iteration and env, J (1000).
+    :param n_elites: best sequences the CEM refits on, K (100).
+    :param n_iterations: CEM iterations, I (10).
+    :param warm_start: start each CEM from the previous plan shifted one step (Rose's fork) instead of zeros.
+    :param discount: per-step discount of the planning objective (paper: 1, undiscounted; Rose's fork: 0.99).
+    :param exploration_noise: std of the Gaussian noise added to ``Box`` actions while exploring, in the
+        ``[-1, 1]`` scale (0.3).
+    :param exploration_epsilon: ε of the ε-greedy exploration of ``Discrete`` actions (Rose's fork: 0.1).
+    :param optimizer_class: (Adam). :param optimizer_kwargs: (``{"eps": 1e-4}``, the paper's Adam epsilon).
+    :raises TypeError, ValueError: see :func:`check_spaces`; ``ValueError`` also for CEM sizes that do not fit
+        (``n_elites > n_candidates``, a size below 1).
     """
 
     def __init__(
@@ -160,13 +175,11 @@ class PlaNetPolicy(BasePolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
     ):
         check_spaces(observation_space, action_space, use_conv)
-        if optimizer_kwargs is None:
-            optimizer_kwargs = {"eps": 1e-4}
         super().__init__(
             observation_space,
             action_space,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs={"eps": 1e-4} if optimizer_kwargs is None else optimizer_kwargs,
             normalize_images=False,
             squash_output=isinstance(action_space, spaces.Box),
         )
@@ -174,11 +187,8 @@ class PlaNetPolicy(BasePolicy):
         self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
         self.belief_size, self.state_size, self.hidden_size = belief_size, state_size, hidden_size
         self.min_std, self.future_rnn, self.use_conv = min_std, future_rnn, use_conv
-        self.cnn_depth = cnn_depth
-        self.mlp_hidden_sizes = tuple(mlp_hidden_sizes)
-        self.reward_hidden_sizes = tuple(reward_hidden_sizes)
-        self.activation_fn = activation_fn
-        self.bit_depth = bit_depth
+        self.cnn_depth, self.activation_fn, self.bit_depth = cnn_depth, activation_fn, bit_depth
+        self.mlp_hidden_sizes, self.reward_hidden_sizes = tuple(mlp_hidden_sizes), tuple(reward_hidden_sizes)
         self.planning_horizon, self.n_candidates = planning_horizon, n_candidates
         self.n_elites, self.n_iterations = n_elites, n_iterations
         self.warm_start, self.discount = warm_start, discount
@@ -187,11 +197,14 @@ class PlaNetPolicy(BasePolicy):
         if use_conv:
             channels = observation_space.shape[0]
             self.encoder: nn.Module = ConvEncoder(channels, cnn_depth, activation_fn)
+            embedding_dim = self.encoder.features_dim
         else:
-            self.encoder = MlpEncoder(observation_space.shape[0], self.mlp_hidden_sizes, activation_fn)
+            obs_dim = observation_space.shape[0]
+            self.encoder = nn.Sequential(*create_mlp(obs_dim, -1, list(self.mlp_hidden_sizes), activation_fn))
+            embedding_dim = self.mlp_hidden_sizes[-1] if self.mlp_hidden_sizes else obs_dim
         self.rssm = RSSM(
             self.action_dim,
-            self.encoder.features_dim,
+            embedding_dim,
             belief_size,
             state_size,
             hidden_size,
@@ -203,56 +216,45 @@ class PlaNetPolicy(BasePolicy):
         if use_conv:
             self.decoder: nn.Module = ConvDecoder(feature_dim, channels, cnn_depth, activation_fn)
         else:
-            self.decoder = _mlp(
-                [feature_dim, *self.mlp_hidden_sizes, observation_space.shape[0]], activation_fn, False
+            self.decoder = nn.Sequential(
+                *create_mlp(feature_dim, obs_dim, list(self.mlp_hidden_sizes), activation_fn)
             )
-        self.reward_model = _mlp([feature_dim, *self.reward_hidden_sizes, 1], activation_fn, False)
+        self.reward_model = nn.Sequential(
+            *create_mlp(feature_dim, 1, list(self.reward_hidden_sizes), activation_fn)
+        )
 
-        if self.discrete:
-            self.planner: GaussianCEM | CategoricalCEM = CategoricalCEM(
-                planning_horizon, self.action_dim, n_candidates, n_elites, n_iterations
-            )
-        else:
-            self.planner = GaussianCEM(
-                planning_horizon, self.action_dim, n_candidates, n_elites, n_iterations
-            )
+        cem_class = CategoricalCEM if self.discrete else GaussianCEM
+        self.planner = cem_class(planning_horizon, self.action_dim, n_candidates, n_elites, n_iterations)
+        self.state_spec = StateSpec(
+            PlaNetState,
+            {
+                "belief": (belief_size,),
+                "posterior_sample": (state_size,),
+                "prev_action": (self.action_dim,),
+                "plan": (planning_horizon, self.action_dim),
+            },
+            owner="PlaNet",
+        )
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(
-            belief_size=self.belief_size,
-            state_size=self.state_size,
-            hidden_size=self.hidden_size,
-            min_std=self.min_std,
-            future_rnn=self.future_rnn,
-            use_conv=self.use_conv,
-            cnn_depth=self.cnn_depth,
-            mlp_hidden_sizes=self.mlp_hidden_sizes,
-            reward_hidden_sizes=self.reward_hidden_sizes,
-            activation_fn=self.activation_fn,
-            bit_depth=self.bit_depth,
-            planning_horizon=self.planning_horizon,
-            n_candidates=self.n_candidates,
-            n_elites=self.n_elites,
-            n_iterations=self.n_iterations,
-            warm_start=self.warm_start,
-            discount=self.discount,
-            exploration_noise=self.exploration_noise,
-            exploration_epsilon=self.exploration_epsilon,
-        )
+        del data["normalize_images"]  # images are the model's to preprocess (bit depth), never SB3's
+        # Every argument is kept under its own name, so the signature stays the one list of the settings.
+        settings = list(inspect.signature(PlaNetPolicy.__init__).parameters)[4:]
+        data.update({name: getattr(self, name) for name in settings}, lr_schedule=self._dummy_schedule)
         return data
 
     # ----------------------------------------------------------------------------------------------
-    # World model pieces
+    # World model
     # ----------------------------------------------------------------------------------------------
     def preprocess(
         self, observations: th.Tensor, noise: bool = True, generator: th.Generator | None = None
     ) -> th.Tensor:
         """Observations as the model sees them.
 
-        Images ``(..., C, 64, 64)`` uint8: 5-bit quantisation, dequantisation noise (if ``noise``),
-        centred on 0 (:func:`~sb3_mb.common.conv.preprocess_observation`). Vectors: float32 unchanged.
+        Images ``(..., C, 64, 64)`` uint8: reduced to ``bit_depth`` bits, dequantisation noise (if ``noise``),
+        centred on 0 (App. A; :func:`~sb3_mb.common.conv.preprocess_observation`). Vectors: float32 as given.
         """
         if self.use_conv:
             return preprocess_observation(
@@ -261,9 +263,9 @@ class PlaNetPolicy(BasePolicy):
         return observations.float()
 
     def model_actions(self, actions: th.Tensor) -> th.Tensor:
-        """Buffer actions -> RSSM inputs ``(..., A)``.
+        """Replay-buffer actions as RSSM inputs ``(..., action_dim)``.
 
-        ``Discrete``: stored indices ``(..., 1)`` become one-hot; ``Box``: ``(..., A)`` in ``[-1, 1]``.
+        ``Discrete``: stored indices ``(..., 1)`` become one-hot; ``Box``: ``(..., action_dim)``, in [-1, 1].
         """
         if self.discrete:
             return F.one_hot(actions[..., 0].long(), self.action_dim).float()
@@ -273,50 +275,38 @@ class PlaNetPolicy(BasePolicy):
         """Predicted mean reward ``(...)`` from features ``(..., belief_size + state_size)``."""
         return self.reward_model(features)[..., 0]
 
-    def observation_nll(self, features: th.Tensor, target: th.Tensor) -> th.Tensor:
-        """NLL (nats) of ``target`` under the unit-variance Gaussian decoder, summed over observation dims.
+    def reward_nll(self, features: th.Tensor, rewards: th.Tensor) -> th.Tensor:
+        """NLL (nats) of ``rewards`` ``(...)`` under the unit-variance Gaussian ``p(r_t | h_t, s_t)``.
 
-        :param features: ``(..., feature_dim)``.
+        :param features: ``(..., belief_size + state_size)``. :return: ``(...)``, no reduction.
+        """
+        return gaussian_nll(rewards, self.reward(features))
+
+    def observation_nll(self, features: th.Tensor, target: th.Tensor) -> th.Tensor:
+        """NLL (nats) of ``target`` under the unit-variance Gaussian decoder ``p(o_t | h_t, s_t)``, summed
+        over the observation's dims (the reconstruction term of Sec. 3, Eq. 3).
+
+        :param features: ``(..., belief_size + state_size)``.
         :param target: preprocessed observations ``(..., *obs_shape)``.
         :return: ``(...)``.
         """
-        mean = self.decoder(features)
-        dims = tuple(range(features.dim() - 1, mean.dim()))
-        return 0.5 * ((mean - target) ** 2 + LOG_2PI).sum(dim=dims)
+        nll = gaussian_nll(target, self.decoder(features))
+        return nll.sum(dim=tuple(range(features.dim() - 1, nll.dim())))
 
     # ----------------------------------------------------------------------------------------------
-    # Acting
+    # Planning and acting
     # ----------------------------------------------------------------------------------------------
-    def initial_state(self, n_envs: int) -> tuple[np.ndarray, ...]:
-        """Zero filter state for ``n_envs`` envs (see the module docstring for the layout)."""
-        state = (
-            np.zeros((n_envs, self.belief_size), dtype=np.float32),
-            np.zeros((n_envs, self.state_size), dtype=np.float32),
-            np.zeros((n_envs, self.action_dim), dtype=np.float32),
-        )
-        if self.warm_start:
-            state += (self.planner.initial_plan(n_envs),)
-        return state
-
-    def _check_state(self, state: tuple[np.ndarray, ...], n_envs: int) -> None:
-        expected = [(n_envs, self.belief_size), (n_envs, self.state_size), (n_envs, self.action_dim)]
-        if self.warm_start:
-            expected.append((n_envs, self.planning_horizon, self.action_dim))
-        shapes = [tuple(np.shape(part)) for part in state]
-        if shapes != expected:
-            raise ValueError(f"PlaNet state must have shapes {expected} (env dimension first), got {shapes}")
-
     def planning_objective(
         self, belief: th.Tensor, state_sample: th.Tensor, generator: th.Generator | None
     ) -> Callable[[th.Tensor], th.Tensor]:
-        """The CEM objective from ``(h_t, s_t)``: discounted sum of predicted rewards of a prior rollout.
+        """The CEM's objective from ``(h_t, s_t)``: the discounted predicted rewards of a prior rollout.
 
         :param belief: ``(n_envs, belief_size)``. :param state_sample: ``(n_envs, state_size)``.
         :param generator: ``torch.Generator`` for the prior samples.
-        :return: a function mapping ``(n_envs, n_candidates, planning_horizon, action_dim)`` action
-            sequences to ``(n_envs, n_candidates)`` returns; all candidates are one batch of
-            ``n_envs * n_candidates`` rows stepped with :meth:`RSSM.img_step` (the loop of
-            :meth:`RSSM.imagine`, summing rewards instead of stacking the states).
+        :return: a function from ``(n_envs, n_candidates, planning_horizon, action_dim)`` action sequences to
+            ``(n_envs, n_candidates)`` returns; all candidates are one batch of ``n_envs * n_candidates`` rows
+            stepped with :meth:`RSSM.img_step` (the loop of :meth:`RSSM.imagine`, summing the rewards on the
+            go instead of keeping the states).
         """
         horizon = self.planning_horizon
         weights = self.discount ** th.arange(horizon, device=belief.device, dtype=th.float32)
@@ -328,9 +318,7 @@ class PlaNetPolicy(BasePolicy):
             s = state_sample[:, None].expand(n_envs, n_candidates, -1).reshape(rows, -1)
             actions = actions.reshape(rows, horizon, -1)
             total = th.zeros(rows, device=actions.device)
-            for t in range(
-                horizon
-            ):  # RSSM.imagine without keeping the states: the reward is summed on the go
+            for t in range(horizon):
                 prior = self.rssm.img_step(h, s, actions[:, t], generator)
                 h, s = prior.belief, prior.sample
                 total += weights[t] * self.reward(RSSM.features(prior))
@@ -359,42 +347,32 @@ class PlaNetPolicy(BasePolicy):
     def act(
         self,
         observation: th.Tensor,
-        state: tuple[np.ndarray, ...] | None,
+        state: PlaNetState | tuple[np.ndarray, ...] | None,
         episode_start: np.ndarray | None,
         deterministic: bool,
         generator: th.Generator | None,
-    ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...], PlanResult]:
+    ) -> tuple[np.ndarray, PlaNetState, PlanResult]:
         """Filter ``o_t`` and plan, for ``n_envs`` envs at once.
 
-        :param observation: ``(n_envs, *obs_shape)`` tensor on the policy's device (raw: uint8 images).
-        :param state: the previous filter state (module docstring) or None (zeros).
-        :param episode_start: ``(n_envs,)`` booleans; true entries reset the state to zeros. None: no reset.
-        :param deterministic: no exploration noise (True) or Gaussian / ε-greedy exploration (False).
+        :param observation: ``(n_envs, *obs_shape)`` tensor on the policy's device (images raw uint8).
+        :param state: the previous :class:`PlaNetState` (a plain tuple in its field order will do), or None
+            for zeros.
+        :param episode_start: ``(n_envs,)`` booleans; true rows of the state are set to zeros. None: no reset.
+        :param deterministic: no exploration (True) or Gaussian / ε-greedy exploration (False).
         :param generator: ``torch.Generator`` on the policy's device for every random draw here.
-        :return: ``(env_action, buffer_action, new_state, plan_result)``: the action for ``env.step``
-            (``(n_envs, *action_shape)``, unscaled Box or int indices), the action as stored in the replay
-            buffer (``(n_envs, A)`` scaled to ``[-1, 1]`` or ``(n_envs,)`` indices), the new state.
-        :raises ValueError: if the state has the wrong shapes.
+        :return: ``(action, state, plan)``: the action for ``env.step`` (``(n_envs, *action_shape)`` within
+            the ``Box`` bounds, or ``(n_envs,)`` int64 indices), the new state and the CEM's outcome.
+        :raises ValueError: if the state does not have the fields and shapes of :class:`PlaNetState` for
+            ``n_envs`` envs, or ``episode_start`` not one entry per env.
         """
-        n_envs = observation.shape[0]
-        if state is None:
-            state = self.initial_state(n_envs)
-        self._check_state(state, n_envs)
-        device = self.device
-        if episode_start is None:
-            episode_start = np.zeros(n_envs, dtype=bool)
-        episode_start = np.asarray(episode_start, dtype=bool).reshape(n_envs)
-        keep = th.as_tensor(~episode_start, dtype=th.float32, device=device)[:, None]
-        belief = th.as_tensor(state[0], dtype=th.float32, device=device) * keep
-        state_sample = th.as_tensor(state[1], dtype=th.float32, device=device) * keep
-        prev_action = th.as_tensor(state[2], dtype=th.float32, device=device) * keep
-
+        n_envs, device = observation.shape[0], self.device
+        state = self.state_spec.prepare(state, episode_start, n_envs)
+        belief, posterior_sample, prev_action, plan = (
+            th.as_tensor(part, dtype=th.float32, device=device) for part in state
+        )
         embedding = self.encoder(self.preprocess(observation, noise=True, generator=generator))
-        _, posterior = self.rssm.obs_step(belief, state_sample, prev_action, embedding, generator)
-        if self.warm_start:
-            initial_plan = th.as_tensor(reset_plan(state[3], episode_start), device=device)
-        else:
-            initial_plan = th.as_tensor(self.planner.initial_plan(n_envs), device=device)
+        _, posterior = self.rssm.obs_step(belief, posterior_sample, prev_action, embedding, generator)
+        initial_plan = plan if self.warm_start else th.zeros_like(plan)
         result = self.plan(posterior.belief, posterior.sample, initial_plan, generator)
 
         if self.discrete:
@@ -404,26 +382,20 @@ class PlaNetPolicy(BasePolicy):
                 random_index = th.randint(0, self.action_dim, (n_envs,), generator=generator, device=device)
                 index = th.where(explore, random_index, index)
             model_action = F.one_hot(index, self.action_dim).float()
-            env_action = index.cpu().numpy().astype(np.int64)
-            buffer_action = env_action.copy()
+            action = index.cpu().numpy().astype(np.int64)
         else:
             model_action = result.action
             if not deterministic and self.exploration_noise > 0:
                 noise = th.randn(model_action.shape, generator=generator, device=device)
                 model_action = th.clamp(model_action + self.exploration_noise * noise, -1.0, 1.0)
-            buffer_action = model_action.cpu().numpy().astype(np.float32)
-            env_action = self.unscale_action(buffer_action).reshape((n_envs, *self.action_space.shape))
-            env_action = np.clip(env_action, self.action_space.low, self.action_space.high)
-            env_action = env_action.astype(self.action_space.dtype)
+            space = self.action_space
+            action = self.unscale_action(model_action.cpu().numpy()).reshape((n_envs, *space.shape))
+            action = np.clip(action, space.low, space.high).astype(space.dtype)
 
-        new_state = (
-            posterior.belief.cpu().numpy(),
-            posterior.sample.cpu().numpy(),
-            model_action.cpu().numpy(),
+        new_state = PlaNetState(
+            *(x.cpu().numpy() for x in (posterior.belief, posterior.sample, model_action, result.warm_start))
         )
-        if self.warm_start:
-            new_state += (result.warm_start.cpu().numpy(),)
-        return env_action, buffer_action, new_state, result
+        return action, new_state, result
 
     def make_generator(self) -> th.Generator:
         """A ``torch.Generator`` on the policy's device seeded from torch's global RNG.
@@ -436,33 +408,31 @@ class PlaNetPolicy(BasePolicy):
     def predict(
         self,
         observation: np.ndarray | dict[str, np.ndarray],
-        state: tuple[np.ndarray, ...] | None = None,
+        state: PlaNetState | tuple[np.ndarray, ...] | None = None,
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        """Action(s) and the next filter state, RecurrentPPO's contract (spec ``planet.md`` 3.1 planning).
+    ) -> tuple[np.ndarray, PlaNetState]:
+        """Action(s) and the next state, sb3-contrib RecurrentPPO's contract.
 
         :param observation: one observation ``obs_shape`` or a batch ``(n_envs, *obs_shape)``.
-        :param state: previous state (module docstring) or None for zeros.
-        :param episode_start: ``(n_envs,)`` booleans resetting the state; None: no reset.
+        :param state: the :class:`PlaNetState` returned by the previous call, or None for zeros.
+        :param episode_start: ``(n_envs,)`` booleans resetting the state's rows; None: no reset.
         :param deterministic: without exploration noise.
         :return: ``(action, state)``; the action is unbatched when the observation was.
+        :raises TypeError: for ``Dict`` observations. :raises ValueError: see :meth:`act`.
         """
         self.set_training_mode(False)
         if isinstance(observation, dict):
             raise TypeError("PlaNet does not support Dict observation spaces")
         obs_tensor, vectorized_env = self.obs_to_tensor(observation)
-        env_action, _, new_state, _ = self.act(
-            obs_tensor, state, episode_start, deterministic, self.make_generator()
-        )
-        if not vectorized_env:
-            env_action = env_action.squeeze(axis=0)
-        return env_action, new_state
+        generator = self.make_generator()
+        action, new_state, _ = self.act(obs_tensor, state, episode_start, deterministic, generator)
+        return (action if vectorized_env else action.squeeze(axis=0)), new_state
 
     def _predict(self, observation: th.Tensor, deterministic: bool = False) -> th.Tensor:
-        """Stateless action from a fresh (zero) filter state; ``predict`` is the stateful entry point."""
-        env_action, _, _, _ = self.act(observation, None, None, deterministic, self.make_generator())
-        return th.as_tensor(env_action)
+        """Stateless action from a zero state; :meth:`predict` is the stateful entry point."""
+        action, _, _ = self.act(observation, None, None, deterministic, self.make_generator())
+        return th.as_tensor(action)
 
 
 class CnnPolicy(PlaNetPolicy):

@@ -1,20 +1,22 @@
-"""Recurrent state-space model (RSSM) of PlaNet: a deterministic GRU belief and a diagonal-Gaussian state.
+"""PlaNet's recurrent state-space model (RSSM): a deterministic GRU state and a diagonal-Gaussian state.
 
-Hafner et al. 2019, "Learning Latent Dynamics for Planning from Pixels", Sec. 3 and ``planet/models/rssm.py``
-(spec ``planet.md`` 3.1). With ``h`` the belief and ``s`` the stochastic state:
+Hafner et al. 2019, "Learning Latent Dynamics for Planning from Pixels", arXiv:1811.04551, Sec. 3, Eq. 4
+(Fig. 2c). With ``h`` the deterministic state (the belief) and ``s`` the stochastic state:
 
-- transition (prior): ``h_t = GRU(relu(W [s_{t-1}, a_{t-1}]), h_{t-1})``, then ``relu(dense(h_t))`` (the
-  ``future_rnn=True`` camera-ready variant; ``False`` uses the pre-GRU embedding as in arXiv v1) and two
-  heads ``mean``, ``std = softplus(.) + min_std``; ``s_t ~ N(mean, std^2)``;
-- posterior: ``relu(dense([h_t, e_t]))`` with ``e_t`` the observation embedding, and the same two heads;
-- features for the decoder and reward heads: ``[s_t, h_t]`` (``state_size + belief_size``).
+- deterministic state model: ``h_t = GRU(relu(W [s_{t-1}, a_{t-1}]), h_{t-1})``;
+- stochastic state model (the prior) ``p(s_t | h_t)``: ``relu(dense(h_t))`` and two heads, ``mean`` and
+  ``std = softplus(.) + min_std``. That is the camera-ready model (``future_rnn=True``); arXiv v1 read the
+  pre-GRU embedding ``relu(W [s_{t-1}, a_{t-1}])`` instead (``future_rnn=False``);
+- posterior (the encoder) ``q(s_t | h_t, o_t)``: ``relu(dense([h_t, e_t]))``, ``e_t`` the observation's
+  embedding, and the same two heads;
+- features of the observation and reward models ``p(o_t | h_t, s_t)``, ``p(r_t | h_t, s_t)``: ``[s_t, h_t]``
+  (``state_size + belief_size``).
 
-The verbs follow DreamerV3 (``dreamerv3/rssm.py``): :meth:`RSSM.img_step` (one prior step),
-:meth:`RSSM.obs_step` (prior then posterior), :meth:`RSSM.observe` (posterior over a sequence, used by
-learning and by the filter in ``predict``) and :meth:`RSSM.imagine` (prior rollout of action sequences,
-every candidate of every env as one batch row, used by the planner).
+The verbs are DreamerV3's (Hafner et al. 2023, arXiv:2301.04104): :meth:`RSSM.img_step` (one prior step),
+:meth:`RSSM.obs_step` (prior, then posterior), :meth:`RSSM.observe` (posteriors over sequences, for learning)
+and :meth:`RSSM.imagine` (a prior rollout under given actions, for the open-loop predictions).
 
-Time alignment is the replay buffer's (``sb3_mb.common.buffers``): index ``t`` of a sequence holds ``o_t``
+Time alignment is the replay buffer's (:mod:`sb3_mb.common.buffers`): index ``t`` of a sequence holds ``o_t``
 and ``a_{t-1}``, so ``h_t`` is computed from ``a_{t-1} = actions[:, t]``.
 """
 
@@ -50,44 +52,28 @@ def stack_states(states: list[RSSMState], dim: int = 1) -> RSSMState:
     return RSSMState(*(th.stack(fields, dim=dim) for fields in zip(*states, strict=True)))
 
 
-def gaussian_kl(posterior: RSSMState, prior: RSSMState) -> th.Tensor:
-    """``KL(N(post.mean, post.std) || N(prior.mean, prior.std))`` summed over the state dims, in nats.
-
-    :return: ``(...)``, the leading dims of the states.
-    """
-    var_ratio = (posterior.std / prior.std) ** 2
-    t1 = ((posterior.mean - prior.mean) / prior.std) ** 2
-    return 0.5 * (var_ratio + t1 - 1.0 - th.log(var_ratio)).sum(dim=-1)
-
-
-def standard_normal_kl(state: RSSMState) -> th.Tensor:
-    """``KL(N(mean, std) || N(0, I))`` summed over state dims, ``(...)`` (PlaNet v1 global divergence)."""
-    var = state.std**2
-    return 0.5 * (var + state.mean**2 - 1.0 - th.log(var)).sum(dim=-1)
-
-
 class RSSM(nn.Module):
-    """PlaNet's recurrent state-space model (spec ``planet.md`` 3.1).
+    """PlaNet's recurrent state-space model (Sec. 3, Eq. 4). The paper's sizes are the defaults of
+    :class:`~sb3_mb.planet.policies.PlaNetPolicy`, which builds it.
 
-    :param action_dim: A; discrete actions enter as one-hot vectors of size ``n`` (spec 3.2).
+    :param action_dim: size of the action input; ``Discrete(n)`` actions enter one-hot, ``action_dim = n``.
     :param embedding_dim: size of the observation embedding ``e_t`` (1024 for the conv encoder).
-    :param belief_size: GRU belief size (PlaNet: 200).
-    :param state_size: stochastic state size (PlaNet: 30).
-    :param hidden_size: size of the dense layers around the GRU (PlaNet: 200).
-    :param min_std: added to ``softplus`` of the std heads (PlaNet: 0.1).
-    :param activation_fn: activation of the dense layers (PlaNet configs: ReLU).
-    :param future_rnn: the prior's hidden layer reads the new belief (camera-ready, True) or the pre-GRU
-        embedding of ``[s_{t-1}, a_{t-1}]`` (arXiv v1, False).
+    :param belief_size: size of the deterministic state ``h``. :param state_size: size of ``s``.
+    :param hidden_size: size of the dense layers around the GRU.
+    :param min_std: added to the softplus of the std heads.
+    :param activation_fn: activation of the dense layers.
+    :param future_rnn: the prior's hidden layer reads the new belief (camera-ready) or the pre-GRU embedding
+        of ``[s_{t-1}, a_{t-1}]`` (arXiv v1).
     """
 
     def __init__(
         self,
         action_dim: int,
         embedding_dim: int,
-        belief_size: int = 200,
-        state_size: int = 30,
-        hidden_size: int = 200,
-        min_std: float = 0.1,
+        belief_size: int,
+        state_size: int,
+        hidden_size: int,
+        min_std: float,
         activation_fn: type[nn.Module] = nn.ReLU,
         future_rnn: bool = True,
     ):
@@ -195,22 +181,19 @@ class RSSM(nn.Module):
         embeddings: th.Tensor,
         actions: th.Tensor,
         is_first: th.Tensor | None = None,
-        initial: tuple[th.Tensor, th.Tensor] | None = None,
         generator: th.Generator | None = None,
     ) -> tuple[RSSMState, RSSMState]:
-        """Posterior (and prior) over a batch of sequences.
+        """Posteriors (and priors) over a batch of sequences, from zeros before ``t = 0``.
 
         :param embeddings: ``e_t``, ``(batch, seq_len, embedding_dim)``.
         :param actions: ``a_{t-1}`` at index ``t``, ``(batch, seq_len, action_dim)``.
         :param is_first: ``(batch, seq_len)`` booleans; where true the previous belief, state and action are
             reset to zeros before the step (a new episode starts at ``t``). None: no resets.
-        :param initial: ``(belief, state_sample)`` before ``t = 0``, ``(batch, belief_size)`` and
-            ``(batch, state_size)``; None: zeros.
         :param generator: ``torch.Generator`` for the samples (None: global RNG).
         :return: ``(priors, posteriors)`` with fields of shape ``(batch, seq_len, ...)``.
         """
         batch, seq_len = embeddings.shape[:2]
-        belief, state = initial if initial is not None else self.initial_state(batch, embeddings.device)
+        belief, state = self.initial_state(batch, embeddings.device)
         priors, posteriors = [], []
         for t in range(seq_len):
             action = actions[:, t]
@@ -233,13 +216,14 @@ class RSSM(nn.Module):
     ) -> RSSMState:
         """Prior rollout of action sequences from ``(h_t, s_t)``: ``s_{t+1..t+H}`` under ``a_{t..t+H-1}``.
 
-        The planner calls it with every candidate of every env as one row: ``batch = n_envs * n_candidates``.
+        The planner's objective (:meth:`~sb3_mb.planet.policies.PlaNetPolicy.planning_objective`) runs the
+        same loop over every candidate of every env as one batch, summing rewards instead of keeping states.
 
         :param belief: ``(batch, belief_size)``.
         :param state_sample: ``(batch, state_size)``.
         :param actions: ``(batch, horizon, action_dim)``.
         :param generator: ``torch.Generator`` for the prior samples (None: global RNG).
-        :param sample: sample the prior (PlaNet) or follow its mean.
+        :param sample: sample the prior (as the planner does) or follow its mean (the open-loop video).
         :return: prior states with fields ``(batch, horizon, ...)``.
         """
         states = []
