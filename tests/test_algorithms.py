@@ -10,7 +10,9 @@ Contract checked here:
   ``episode_start`` (RecurrentPPO's contract for stateful agents);
 - ``evaluate_policy`` and ``EvalCallback`` work unchanged;
 - float64 ``Box`` observations (MuJoCo's dtype) train and predict like float32 ones;
-- an unsupported observation or action space raises a clear ``ValueError`` / ``TypeError`` naming it.
+- an unsupported observation or action space raises a clear ``ValueError`` / ``TypeError`` naming it;
+- ``Algo(env)`` (an env, a ``VecEnv`` or a registered id as the only argument) picks the policy from the
+  observation space and learns; ``Algo("MlpPolicy", env)`` keeps working.
 """
 
 from __future__ import annotations
@@ -195,3 +197,36 @@ def test_unsupported_space_is_a_clear_error(spec, observation_space, action_spac
     env = _SpaceEnv(observation_space, action_space)
     with pytest.raises((ValueError, TypeError), match="(?i)space"):
         _make_model(spec, env=env)
+
+
+@pytest.mark.parametrize("given", ["env id", "gym env", "VecEnv"])
+def test_env_as_first_argument_picks_the_policy(spec, given):
+    cls = spec.load_class()
+    env = {
+        "env id": spec.test_env,
+        "gym env": gym.make(spec.test_env),
+        "VecEnv": make_vec_env(spec.test_env, n_envs=1, seed=0),
+    }[given]
+    model = cls(env, seed=0, **spec.test_kwargs)
+    assert model.policy_class is cls.policy_aliases["MlpPolicy"]  # vector observations
+    assert (
+        model.env is not None
+        and model.observation_space.shape == gym.make(spec.test_env).observation_space.shape
+    )
+    model.learn(spec.test_timesteps)
+    action, _ = model.predict(model.env.reset(), episode_start=np.ones(1, dtype=bool), deterministic=True)
+    assert model.action_space.contains(action[0])
+    if given == "VecEnv":  # the same run as the SB3 form on the same seeded VecEnv
+        explicit = _make_model(spec, seed=0)
+        explicit.learn(spec.test_timesteps)
+        ours, theirs = _flat_params(model), _flat_params(explicit)
+        assert ours.keys() == theirs.keys()
+        for key, value in ours.items():
+            th.testing.assert_close(
+                value, theirs[key], rtol=0, atol=0, msg=f"{key} differs from Algo(policy, env)"
+            )
+
+
+def test_policy_alias_without_env_is_a_clear_error(spec):
+    with pytest.raises(ValueError, match="needs an environment"):
+        spec.load_class()("MlpPolicy")

@@ -16,7 +16,7 @@ compute knobs (``n_rollouts_per_step``, ``updates_per_episode``, ``model_train_f
 buffer sizes) and the user's choices (``model_loss``, ``model_data_mixing``, the policy) stay as the YAML
 entry sets them. Every range is valid for the constructors in every combination (PlaNet's ``n_elites`` is a
 fraction of ``n_candidates``), so no trial fails on a bad combination. Note that rl_zoo3 *replaces* the
-entry's ``policy_kwargs`` with the sampled one (``kwargs.update``), so only MBPO samples it.
+entry's ``policy_kwargs`` with the sampled one (``kwargs.update``), so only MBPO, PlaNet and STEVE sample it.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def sample_mbpo_params(
     trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
 ) -> dict[str, Any]:
     """MBPO (Janner et al. 2019): SAC's rates and sizes, the rollout-length and model-data-ratio schedules
-    (paper Sec. 6 / App. C: length ramps 1 -> k over some epochs), updates per step G, ensemble size.
+    (paper Sec. 6 / App. C: length ramps 1 -> k over some epochs), updates per step G (``gradient_steps``),
+    the width and depth of the ensemble's members (``model_net_arch``, with SAC's ``net_arch`` in
+    ``policy_kwargs``).
 
     ``rollout_schedule = (0, ramp, 1, k)`` reaches length ``k`` at epoch ``ramp - 1`` (``ramp = 0``: ``k``
     from the start); ``model_data_ratio_schedule = (0, ramp, 0, p)`` likewise for the ratio ``p``.
@@ -59,24 +61,25 @@ def sample_mbpo_params(
     basics = _sample_discount_rate_batch(trial, max_learning_rate=2e-3)
     tau = trial.suggest_float("tau", 1e-3, 0.08, log=True)
     net_arch = trial.suggest_categorical("net_arch", list(NET_ARCH))
-    n_sac_updates_per_step = trial.suggest_categorical("n_sac_updates_per_step", [1, 5, 10, 20])
+    gradient_steps = trial.suggest_categorical("gradient_steps", [1, 5, 10, 20])
     rollout_length = trial.suggest_categorical("rollout_length", [1, 2, 3, 5, 10])
     rollout_ramp_epochs = trial.suggest_categorical("rollout_ramp_epochs", [0, 10, 50, 130])
     model_data_ratio = trial.suggest_float("model_data_ratio", 0.5, 0.95)
     model_data_ratio_ramp_epochs = trial.suggest_categorical("model_data_ratio_ramp_epochs", [0, 5, 20, 50])
-    hidden_size = trial.suggest_categorical("hidden_size", [64, 128, 200])
-    n_layers = trial.suggest_int("n_layers", 2, 4)
+    model_hidden_size = trial.suggest_categorical("model_hidden_size", [64, 128, 200])
+    model_n_layers = trial.suggest_int("model_n_layers", 2, 4)
     model_learning_rate = trial.suggest_float("model_learning_rate", 1e-4, 3e-3, log=True)
 
     return {
         **basics,
         "tau": tau,
-        "policy_kwargs": {"net_arch": NET_ARCH[net_arch]},
-        "n_sac_updates_per_step": n_sac_updates_per_step,
+        "policy_kwargs": {
+            "net_arch": NET_ARCH[net_arch],
+            "model_net_arch": [model_hidden_size] * model_n_layers,
+        },
+        "gradient_steps": gradient_steps,
         "rollout_schedule": (0, rollout_ramp_epochs, 1, rollout_length),
         "model_data_ratio_schedule": (0, model_data_ratio_ramp_epochs, 0.0, model_data_ratio),
-        "hidden_size": hidden_size,
-        "n_layers": n_layers,
         "model_learning_rate": model_learning_rate,
     }
 
@@ -84,9 +87,11 @@ def sample_mbpo_params(
 def sample_planet_params(
     trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
 ) -> dict[str, Any]:
-    """PlaNet (Hafner et al. 2019): the CEM planner (horizon H, candidates J, elites K, iterations I; paper
-    Sec. 3 / App. A), the latent-overshooting-free objective (``free_nats``, ``kl_scale``,
-    ``reward_loss_scale``), the learning rate, the RSSM size, exploration and warm start.
+    """PlaNet (Hafner et al. 2019, arXiv:1811.04551): the objective without latent overshooting
+    (``free_nats``, ``kl_scale``, ``reward_loss_scale``) and the learning rate; in ``policy_kwargs`` the CEM
+    planner (horizon H, candidates J, elites K, iterations I; Sec. 2, App. A), the RSSM size, the exploration
+    and the warm start. They replace the entry's ``policy_kwargs``: the encoder, decoder and reward head take
+    the policy's (the paper's) sizes.
 
     ``exploration`` is the Gaussian noise std for ``Box`` actions and epsilon for ``Discrete`` actions
     (PlaNet reads the one its action space uses), so the sampler does not depend on the action space.
@@ -108,20 +113,22 @@ def sample_planet_params(
     n_elites = max(1, round(elite_fraction * n_candidates))
     trial.set_user_attr("n_elites", n_elites)
     return {
-        "planning_horizon": planning_horizon,
-        "n_candidates": n_candidates,
-        "n_elites": n_elites,
-        "n_iterations": n_iterations,
         "free_nats": free_nats,
         "kl_scale": kl_scale,
         "reward_loss_scale": reward_loss_scale,
         "learning_rate": learning_rate,
-        "belief_size": belief_size,
-        "state_size": state_size,
-        "hidden_size": hidden_size,
-        "exploration_noise": exploration,
-        "exploration_epsilon": exploration,
-        "warm_start": warm_start,
+        "policy_kwargs": {
+            "planning_horizon": planning_horizon,
+            "n_candidates": n_candidates,
+            "n_elites": n_elites,
+            "n_iterations": n_iterations,
+            "belief_size": belief_size,
+            "state_size": state_size,
+            "hidden_size": hidden_size,
+            "exploration_noise": exploration,
+            "exploration_epsilon": exploration,
+            "warm_start": warm_start,
+        },
     }
 
 
@@ -129,11 +136,12 @@ def sample_planet_params(
 def sample_steve_params(
     trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
 ) -> dict[str, Any]:
-    """STEVE (Buckman et al. 2018): the value-expansion horizon H (paper Sec. 5 tries 2, 3, 5), the
+    """STEVE (Buckman et al. 2018): the value-expansion horizon H (the paper tries 2, 3, 5), the
     transition model's size and rate, DDPG's rates, updates per step and exploration.
 
     ``target_mode`` is the user's choice (``-params target_mode:'"mve"'``), never sampled; the target Q stays
-    a hard copy (every ``target_update_interval`` updates).
+    a hard copy (every ``target_update_interval`` updates). The transition size is a ``policy_kwargs``
+    (``model_net_arch``), which replaces the entry's: the other networks take the paper's sizes.
     """
     basics = _sample_discount_rate_batch(trial, max_learning_rate=1e-3)
     value_expansion_horizon = trial.suggest_int("value_expansion_horizon", 1, 5)
@@ -150,8 +158,7 @@ def sample_steve_params(
         "gradient_steps": gradient_steps,
         "target_update_interval": target_update_interval,
         "explore_chance": explore_chance,
-        "transition_n_layers": transition_n_layers,
-        "transition_hidden_size": transition_hidden_size,
+        "policy_kwargs": {"model_net_arch": {"transition": [transition_hidden_size] * transition_n_layers}},
         "model_learning_rate": model_learning_rate,
     }
 

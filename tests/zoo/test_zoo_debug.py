@@ -102,8 +102,8 @@ def test_new_mbpo_entries_train_a_few_steps(env_id):
         model_max_epochs=2,
         n_rollouts_per_step=20,
     ).learn(35)
-    assert model._model_train_count == 1 and model.model_buffer.size() > 0
-    assert model._n_updates == 5 * entry["n_sac_updates_per_step"]
+    assert model._model_train_count == 1 and model.replay_buffer.model_buffer.size() > 0
+    assert model._n_updates == 5 * model.gradient_steps == 5 * entry.get("gradient_steps", 20)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -144,14 +144,14 @@ def test_debug_merge_semantics(tmp_path):
 @pytest.mark.parametrize(
     "algo, env_id, n_steps, extra, override, from_entry",
     [
-        ("mbpo", "Pendulum-v1", 300, [], ("n_sac_updates_per_step", 1), ("model_data_mixing", "sample")),
+        ("mbpo", "Pendulum-v1", 300, [], ("gradient_steps", 1), ("model_data_mixing", "sample")),
         # An action repeat of 25: episodes of 40 agent steps, so the run and its evaluations take seconds.
         (
             "planet",
             "sb3_mb/CartpoleBalance-v0",
             100,
             ["--env-kwargs", "action_repeat:25"],
-            ("n_iterations", 1),
+            ("batch_size", 4),
             ("updates_per_episode", 5),
         ),
     ],

@@ -12,20 +12,20 @@ CASES = [
     (
         "mbpo",
         "Pendulum-v1",
-        "learning_starts:100 model_train_freq:100 epoch_length:100 n_sac_updates_per_step:1 "
+        "learning_starts:100 model_train_freq:100 epoch_length:100 gradient_steps:1 "
         "n_rollouts_per_step:10 model_max_epochs:3",
     ),
     (
         "planet",
         "sb3_mb/CartpoleBalance-v0",
-        "seed_episodes:1 updates_per_episode:2 batch_size:4 sequence_length:8 n_candidates:12 "
-        "n_elites:3 n_iterations:2 planning_horizon:3",
+        "seed_episodes:1 updates_per_episode:2 batch_size:4 sequence_length:8 "
+        "policy_kwargs:dict(n_candidates=12,n_elites=3,n_iterations=2,planning_horizon=3)",
     ),
     (
         "steve",
         "Pendulum-v1",
         "learning_starts:100 batch_size:32 gradient_steps:1 model_pretrain_steps:20 "
-        "transition_n_layers:2 transition_hidden_size:32 aux_n_layers:1 aux_hidden_size:32",
+        "policy_kwargs:dict(net_arch=[32,32],model_net_arch=[32,32])",
     ),
 ]
 
