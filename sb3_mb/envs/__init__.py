@@ -7,15 +7,19 @@ Registration imports nothing heavy: dm_control, ale_py, stable_retro, cv2 and th
 imported inside the entry points (``sb3_mb.envs.dmc``, ``atari``, ``distractors``, ``retro``), so
 ``import sb3_mb`` stays fast and works without the optional extras.
 
-Families (see each module for the source in the spec):
+Families (each module names its sources):
 
 - ``sb3_mb/Cartpole{Balance,Swingup,SwingupSparse}[Pixels][Discrete5|Discrete9]-v0``: DeepMind Control
-  cartpole through shimmy, PlaNet action repeat, optional 64x64 pixels and discrete action tables
-  (spec planet.md 3.1, 3.2).
-- ``sb3_mb/{Breakout,Qbert,Freeway}PlaNet-v0``: Atari with the PlaNet fork's preprocessing (planet.md 3.2).
-- ``sb3_mb/HopperDistracted[5|10|15]-v0``: Hopper-v5 with distracting dimensions (mbpo_vagram.md 2.5).
+  Suite cartpole (Tassa et al. 2018, arXiv:1801.00690) through shimmy, with PlaNet's action repeat and
+  optional 64x64 pixels (Hafner et al. 2019, arXiv:1811.04551, Sec. 5 and App. A) and the discrete
+  action tables of the discrete-action adaptation of Alex Rose's PlaNet fork.
+- ``sb3_mb/{Breakout,Qbert,Freeway}PlaNet-v0``: Atari (ALE, Bellemare et al. 2013, arXiv:1207.4708) with
+  the frame preprocessing of Rose's PlaNet fork.
+- ``sb3_mb/HopperDistracted[5|10|15]-v0``: Hopper-v5 with the distracting dimensions of VaGraM's
+  distraction experiment (Voelcker, Liao, Garg, Farahmand 2022, arXiv:2204.01464).
 - ``sb3_mb/{SonicTheHedgehog,SonicTheHedgehog2,SonicAndKnuckles3}-v0`` and ``sb3_mb/AirstrikerContest-v0``:
-  stable-retro with the Retro-contest wrapper chain (world_models.md 4.3).
+  stable-retro with the wrapper chain of the Retro contest (Nichol et al. 2018, "Gotta Learn Fast",
+  arXiv:1804.03720) as wassname's Sonic World Models configures it.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ def list_env_ids() -> list[str]:
     return list(_REGISTERED)
 
 
-# DeepMind Control cartpole (planet.md 3.1 / 3.2). The entry point adds the TimeLimit itself because the
-# episode length in agent steps depends on the ``action_repeat`` kwarg (1000 env steps / action_repeat).
+# DeepMind Control cartpole (PlaNet, Hafner et al. 2019, App. A; Rose's fork). The entry point adds the
+# TimeLimit itself because the episode length in agent steps depends on the ``action_repeat`` kwarg
+# (1000 env steps / action_repeat).
 for _task, _task_name in (
     ("balance", "Balance"),
     ("swingup", "Swingup"),
@@ -65,12 +70,12 @@ for _task, _task_name in (
                 action_set=_action_set,
             )
 
-# Atari, PlaNet fork preprocessing (planet.md 3.2); the episode cap is a kwarg, so the entry point adds it.
+# Atari with the preprocessing of Rose's PlaNet fork; the episode cap is a kwarg, so the entry point adds it.
 _register("BreakoutPlaNet-v0", "sb3_mb.envs.atari:make_planet_atari", game="breakout")
 _register("QbertPlaNet-v0", "sb3_mb.envs.atari:make_planet_atari", game="qbert")
 _register("FreewayPlaNet-v0", "sb3_mb.envs.atari:make_planet_atari", game="freeway")
 
-# Hopper-v5 with distracting dimensions (mbpo_vagram.md 2.5); Hopper-v5's own 1000-step limit.
+# Hopper-v5 with VaGraM's distracting dimensions (arXiv:2204.01464); Hopper-v5's own 1000-step limit.
 _register(
     "HopperDistracted-v0",
     "sb3_mb.envs.distractors:make_hopper_distracted",
@@ -87,7 +92,8 @@ for _dims in (5, 10, 15):
         pure_noise=False,
     )
 
-# stable-retro, Retro-contest chain (world_models.md 4.3). The time limit is part of the chain (a kwarg).
+# stable-retro, Retro-contest chain (Nichol et al. 2018, arXiv:1804.03720). The time limit is part of the
+# chain (a kwarg).
 _register("SonicTheHedgehog-v0", "sb3_mb.envs.retro:make_retro_contest", game="SonicTheHedgehog-Genesis-v0")
 _register("SonicTheHedgehog2-v0", "sb3_mb.envs.retro:make_retro_contest", game="SonicTheHedgehog2-Genesis-v0")
 _register("SonicAndKnuckles3-v0", "sb3_mb.envs.retro:make_retro_contest", game="SonicAndKnuckles3-Genesis-v0")

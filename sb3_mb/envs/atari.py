@@ -1,4 +1,9 @@
-"""Atari with the PlaNet discrete-action fork's preprocessing (spec planet.md 3.2, ``_gym_env`` tasks).
+"""Atari with the preprocessing of the discrete-action adaptation of Alex Rose's PlaNet fork.
+
+The games run on the Arcade Learning Environment (Bellemare et al. 2013, arXiv:1207.4708) through ale-py.
+PlaNet itself (Hafner et al. 2019, arXiv:1811.04551) has no Atari experiments: the tasks, crops, frame
+skips and episode caps below are those of the fork's Breakout, Qbert and Freeway tasks, a code release
+without a paper.
 
 Chain built by :func:`make_planet_atari` (inner to outer)::
 
@@ -7,12 +12,13 @@ Chain built by :func:`make_planet_atari` (inner to outer)::
     -> TimeLimit(max_episode_steps)
 
 No reward clipping, no life-loss termination, no no-op starts, no frame max-pooling: the fork has none.
-The fork's ``MinimumDuration`` (``done`` ignored before step 50, the training sequence length) concerns
-how episodes are stored, not the environment, and is not reproduced here.
+The fork's minimum episode duration (``done`` ignored before step 50, the training sequence length)
+concerns how episodes are stored, not the environment, and is not reproduced here.
 
 ale-py 0.12 has no ``BreakoutDeterministic-v4`` / ``Qbert-v0`` ids any more; the presets rebuild them
 from ``AtariEnv`` arguments: v4 "Deterministic" is ``frameskip=4, repeat_action_probability=0``; v0 has
-sticky actions ``repeat_action_probability=0.25`` (the fork replaced v0's random frameskip by 3).
+sticky actions ``repeat_action_probability=0.25`` (Machado et al. 2018, arXiv:1709.06009); the fork
+replaced v0's random frameskip by 3.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from gymnasium.wrappers import TimeLimit
 #: skimage ``rgb2gray`` weights (ITU-R BT.709 luma), used by the fork for Breakout.
 RGB2GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)
 
-#: Per-game presets of the fork (planet.md 3.2). ``crop`` is ``(row_start, row_stop, col_start, col_stop)``.
+#: Per-game presets of Rose's PlaNet fork. ``crop`` is ``(row_start, row_stop, col_start, col_stop)``.
 PRESETS: dict[str, dict[str, Any]] = {
     "breakout": dict(
         frameskip=4,
@@ -46,7 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class PlaNetAtariFrame(gymnasium.ObservationWrapper, gymnasium.utils.RecordConstructorArgs):
-    """Crop, optionally convert to greyscale, and bilinearly resize an RGB frame (the fork's ``_gym_env``).
+    """Crop, optionally convert to greyscale, and bilinearly resize an RGB frame (the fork's Atari frames).
 
     Gymnasium's ``GrayscaleObservation`` + ``ResizeObservation`` round to uint8 between the two steps and
     resize with ``INTER_AREA``; the fork converts to float greyscale (skimage ``rgb2gray``) and resizes that
@@ -109,7 +115,7 @@ def make_planet_atari(
     render_mode: str | None = None,
     **ale_kwargs: Any,
 ) -> gymnasium.Env:
-    """An ALE game preprocessed as in the PlaNet fork (spec planet.md 3.2).
+    """An ALE game preprocessed as in the discrete-action adaptation of Rose's PlaNet fork.
 
     Arguments left at ``None`` (``crop``: ``"preset"``) take the game's value in :data:`PRESETS`.
 

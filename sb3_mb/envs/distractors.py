@@ -1,7 +1,10 @@
-"""Hopper with distracting observation dimensions, as in VaGraM (spec mbpo_vagram.md 2.5).
+"""Hopper with distracting observation dimensions, as in VaGraM's distraction experiment.
 
-Port of ``mbrl/env/distractor_dimensions.py`` of ``pairlab/vagram`` with the settings VaGraM uses
-(``linear=False, switching=True, correlated=False``) on Gymnasium's Hopper-v5 instead of gym's Hopper-v2.
+VaGraM: Voelcker, Liao, Garg, Farahmand 2022, "Value Gradient weighted Model-Based Reinforcement
+Learning", ICLR 2022, arXiv:2204.01464. This is a port of the distractor wrapper of VaGraM's code release
+(built on mbrl-lib) with the settings of its Hopper distraction runs (``linear=False, switching=True,
+correlated=False``), on Gymnasium's Hopper-v5 instead of gym's Hopper-v2. The dynamics below follow
+that code release.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ SWITCH_BOUND = 20.0
 class DistractionDimensions(gymnasium.ObservationWrapper, gymnasium.utils.RecordConstructorArgs):
     """Append ``D`` chaotic distractor dimensions, independent of the robot, to a flat observation.
 
-    The distractor dynamics are fixed per instance (spec mbpo_vagram.md 2.5):
+    The distractor dynamics are fixed per instance, as in VaGraM's code release (arXiv:2204.01464):
 
     - ``W`` ~ N(0, 1) of shape ``(D, obs_dim + D)`` with the ``obs_dim`` columns acting on the real
       observation zeroed (``correlated=False``), so only ``W_dd = W[:, obs_dim:]`` acts;
@@ -37,11 +40,12 @@ class DistractionDimensions(gymnasium.ObservationWrapper, gymnasium.utils.Record
     The observed distractors are in [-20, 20] or equal to ``c``. With ``pure_noise=True`` they are instead
     fresh N(0, 1)^D draws at every reset and step. Reward, termination and the robot are untouched.
 
-    Seeding: W, P, c and the per-episode draws come from one ``numpy.random.Generator``, built from the
-    constructor ``seed`` (fresh OS entropy when ``None``). ``reset(seed=s)`` makes the wrapper as if it had
-    been constructed with ``seed=s``: the generator is rebuilt from ``s`` and W, P, c are redrawn, so the
-    same seed gives the same distractors and trajectories in any process. ``reset()`` without a seed keeps
-    W, P, c and continues the generator. The wrapped env is reset with the same ``seed``.
+    Seeding (the original draws from NumPy's global random state): W, P, c and the per-episode draws
+    come from one ``numpy.random.Generator``, built from the constructor ``seed`` (fresh OS entropy when
+    ``None``). ``reset(seed=s)`` makes the wrapper as if it had been constructed with ``seed=s``: the
+    generator is rebuilt from ``s`` and W, P, c are redrawn, so the same seed gives the same distractors
+    and trajectories in any process. ``reset()`` without a seed keeps W, P, c and continues the
+    generator. The wrapped env is reset with the same ``seed``.
 
     Observation: ``Box(-inf, inf, (obs_dim + D,), float64)``, the real observation first.
 
@@ -123,7 +127,7 @@ def make_hopper_distracted(
     render_mode: str | None = None,
     **hopper_kwargs: Any,
 ) -> gymnasium.Env:
-    """Gymnasium Hopper-v5 (11-D observation) wrapped in :class:`DistractionDimensions` (mbpo_vagram.md 2.5).
+    """Gymnasium Hopper-v5 (11-D observation) wrapped in :class:`DistractionDimensions` (VaGraM's Hopper).
 
     Observation ``Box(-inf, inf, (11 + distraction_dims,), float64)``; action ``Box(-1, 1, (3,), float32)``;
     Hopper-v5's reward and termination; the 1000-step limit comes from the registration.

@@ -1,4 +1,8 @@
-"""DeepMind Control cartpole through shimmy, as in PlaNet (spec planet.md 3.1) and its discrete fork (3.2).
+"""DeepMind Control cartpole through shimmy, as PlaNet sees it, with the discrete fork's action tables.
+
+Sources: the DeepMind Control Suite (Tassa et al. 2018, arXiv:1801.00690); PlaNet's image observations
+and action repeat (Hafner et al. 2019, arXiv:1811.04551, Sec. 5 and App. A); the discrete action tables
+of the discrete-action adaptation of Alex Rose's PlaNet fork, a code release without a paper.
 
 Chain built by :func:`make_cartpole` (inner to outer)::
 
@@ -33,7 +37,7 @@ from gymnasium.wrappers import (
 
 from sb3_mb.envs.wrappers import DiscreteActionTable
 
-#: Discrete action tables of the PlaNet fork (spec planet.md 3.2): ``_da`` (5) and ``_daf`` "fine" (9) tasks.
+#: Discrete action tables of Rose's PlaNet fork: its ``_da`` (5 actions) and ``_daf`` "fine" (9) tasks.
 ACTION_SETS: dict[str, tuple[float, ...]] = {
     "discrete5": (-1.0, -0.25, 0.0, 0.25, 1.0),
     "discrete9": (-1.0, -0.25, -0.05, -0.01, 0.0, 0.01, 0.05, 0.25, 1.0),
@@ -133,7 +137,8 @@ def make_cartpole(
     render_size: tuple[int, int] = (240, 320),
     environment_kwargs: dict[str, Any] | None = None,
 ) -> gymnasium.Env:
-    """DeepMind Control cartpole as PlaNet sees it (spec planet.md 3.1, discrete variants 3.2).
+    """DeepMind Control cartpole as PlaNet sees it (arXiv:1811.04551, Sec. 5, App. A), or discretised as in
+    Rose's PlaNet fork.
 
     :param task: ``"balance"``, ``"swingup"`` or ``"swingup_sparse"``.
     :param pixels: observations are ``(64, 64, 3)`` uint8 RGB frames from ``camera_id`` (rendered once per
@@ -141,7 +146,7 @@ def make_cartpole(
     :param action_set: ``None`` for ``Box(-1, 1, (1,), float32)``; ``"discrete5"`` / ``"discrete9"`` for
         ``Discrete(5)`` / ``Discrete(9)`` mapping to :data:`ACTION_SETS`.
     :param action_repeat: environment steps per agent step, rewards summed; default 8 (continuous, as
-        PlaNet's cartpole) or 4 (discrete, as the fork). The episode is ``ceil(1000 / action_repeat)``
+        PlaNet's cartpole, App. A) or 4 (discrete, as the fork). The episode is ``ceil(1000 / action_repeat)``
         agent steps (125 or 250), ended by ``truncated=True``; there is no termination.
     :param size: pixel observation ``(height, width)``.
     :param camera_id: camera for pixel observations and ``render()``.

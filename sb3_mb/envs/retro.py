@@ -1,4 +1,10 @@
-"""Sonic (and Airstriker) through stable-retro with the Retro-contest wrapper chain (world_models.md 4.3).
+"""Sonic (and Airstriker) through stable-retro with the Retro-contest wrapper chain.
+
+Sources: the Retro contest's Sonic benchmark (Nichol et al. 2018, "Gotta Learn Fast: A New Benchmark for
+Generalization in RL", arXiv:1804.03720: level states, sticky frame skip, 4500-step episodes, x-progress
+reward) and the settings of wassname's Sonic World Models, a World Models agent (after Ha & Schmidhuber
+2018, arXiv:1803.10122) for the contest released as code without a paper (10 button combos, reward
+scale, 128x128 frames).
 
 Chain built by :func:`make_retro_contest` (inner to outer), as composable wrappers::
 
@@ -6,7 +12,7 @@ Chain built by :func:`make_retro_contest` (inner to outer), as composable wrappe
     -> RandomStateReset(states)              # a random level state of the game at every reset
     -> DiscreteActionTable(button combos)    # "wassname" 10 combos or "retro_baselines" 7 combos
     -> StochasticFrameSkip(n=4, stickprob=0.25)
-    -> TimeLimit(4500)                       # the contest: 4500 agent steps = 18 000 frames
+    -> TimeLimit(4500)                       # the contest: 4500 agent steps = 18 000 frames (wassname: 4000)
     -> RewardScaler(0.005)                   # wassname's RewardScaler (retro-baselines: 0.01)
     -> ResizeObservation((128, 128))         # wassname's WarpFrame: 128x128 RGB, cv2.INTER_AREA
 
@@ -31,12 +37,12 @@ from gymnasium.wrappers import ResizeObservation, TimeLimit
 
 from sb3_mb.envs.wrappers import DiscreteActionTable
 
-#: Genesis button order of stable-retro's ``RetroEnv.buttons`` (spec world_models.md 4.3).
+#: Genesis button order of stable-retro's ``RetroEnv.buttons`` (checked by :func:`make_retro_contest`).
 GENESIS_BUTTONS = ("B", "A", "MODE", "START", "UP", "DOWN", "LEFT", "RIGHT", "C", "Y", "X", "Z")
 
 #: Button combos of the discrete action sets. B is jump.
 ACTION_SETS: dict[str, tuple[tuple[str, ...], ...]] = {
-    # retro-baselines ``SonicDiscretizer`` (7 combos)
+    # ``SonicDiscretizer`` of the contest's baseline code, retro-baselines (7 combos)
     "retro_baselines": (
         ("LEFT",),
         ("RIGHT",),
@@ -46,7 +52,7 @@ ACTION_SETS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("DOWN", "B"),
         ("B",),
     ),
-    # wassname/world-models-sonic-pytorch ``SonicDiscretizer`` (10 combos, with no-op)
+    # ``SonicDiscretizer`` of wassname's Sonic World Models (10 combos, with no-op)
     "wassname": (
         (),
         ("LEFT",),
@@ -90,7 +96,8 @@ def button_table(action_set: str, buttons: Sequence[str] = GENESIS_BUTTONS) -> n
 class StochasticFrameSkip(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
     """Repeat each action ``n`` frames; on the first frame the previous action sticks with ``stickprob``.
 
-    The Retro-contest / retro-baselines ``StochasticFrameSkip``: the first agent step after ``reset`` uses its
+    The sticky frame skip of the Retro contest (Nichol et al. 2018, arXiv:1804.03720), as its baseline code
+    retro-baselines implements it (``StochasticFrameSkip``): the first agent step after ``reset`` uses its
     action on every frame; afterwards the previous action persists on the first frame with probability
     ``stickprob`` and the new one always runs from the second frame on. Rewards are summed; the loop stops
     at the episode end. Gymnasium's ``StickyAction`` re-draws the stickiness on every frame, so it is not
@@ -199,7 +206,7 @@ def make_retro_contest(
     size: tuple[int, int] = (128, 128),
     render_mode: str | None = "rgb_array",
 ) -> gymnasium.Env:
-    """A stable-retro game with the Retro-contest chain of wassname's World Models (spec world_models.md 4.3).
+    """A stable-retro game with the Retro-contest chain (arXiv:1804.03720) of wassname's Sonic World Models.
 
     Spaces: observation ``Box(0, 255, (128, 128, 3), uint8)`` RGB (native frame ``(224, 320, 3)``); action
     ``Discrete(10)`` (``"wassname"``) or ``Discrete(7)`` (``"retro_baselines"``), see :data:`ACTION_SETS`.
@@ -208,8 +215,8 @@ def make_retro_contest(
 
     :param game: stable-retro game id, e.g. ``"SonicTheHedgehog2-Genesis-v0"``.
     :param states: level states to draw from at each reset; default every state of the game
-        (``stable_retro.data.list_states(game)``: 17 for Sonic 1, the contest used 47 train states over the
-        three games).
+        (``stable_retro.data.list_states(game)``: 17 for Sonic 1; the contest's training set has 47 level
+        states over the three games, Nichol et al. 2018).
     :param scenario: stable-retro scenario; ``"default"`` picks ``"contest"`` for the Sonic games and the
         game's default scenario otherwise; ``None`` is stable-retro's default.
     :param action_set: ``"wassname"`` (10 combos) or ``"retro_baselines"`` (7 combos).

@@ -12,8 +12,9 @@ from gymnasium import spaces
 class DiscreteActionTable(gymnasium.ActionWrapper, gymnasium.utils.RecordConstructorArgs):
     """Expose ``spaces.Discrete(n)`` and map index ``i`` to the fixed action ``table[i]`` of the wrapped env.
 
-    Gymnasium's ``DiscretizeAction`` only makes uniform bins; the PlaNet fork's ``Discretizer`` (spec
-    planet.md 3.2) and the Retro contest ``SonicDiscretizer`` (world_models.md 4.3) need hand-picked tables.
+    Gymnasium's ``DiscretizeAction`` only makes uniform bins; the discrete-action adaptation of Alex Rose's
+    PlaNet fork (cartpole force tables) and the Sonic agents of the Retro contest (Nichol et al. 2018,
+    arXiv:1804.03720: button-combination tables) need hand-picked tables.
 
     :param env: environment whose ``action_space`` contains every row of ``table``.
     :param table: ``(n, *env.action_space.shape)`` array; row ``i`` is sent for action ``i``.
