@@ -17,6 +17,8 @@ Families (each module names its sources):
   the frame preprocessing of Rose's PlaNet fork.
 - ``sb3_mb/HopperDistracted[5|10|15]-v0``: Hopper-v5 with the distracting dimensions of VaGraM's
   distraction experiment (Voelcker, Liao, Garg, Farahmand 2022, arXiv:2204.01464).
+- ``sb3_mb/DoubleIntegrator-v0``: a linear double integrator with quadratic cost, whose optimum is known
+  (:mod:`sb3_mb.envs.linear`): the learning tests' linear-quadratic task.
 - ``sb3_mb/{SonicTheHedgehog,SonicTheHedgehog2,SonicAndKnuckles3}-v0`` and ``sb3_mb/AirstrikerContest-v0``:
   stable-retro with the wrapper chain of the Retro contest (Nichol et al. 2018, "Gotta Learn Fast",
   arXiv:1804.03720) as wassname's Sonic World Models configures it.
@@ -91,6 +93,9 @@ for _dims in (5, 10, 15):
         distraction_dims=_dims,
         pure_noise=False,
     )
+
+# Linear double integrator, quadratic cost (the LQR learning tests); 30 steps, the entry point truncates.
+_register("DoubleIntegrator-v0", "sb3_mb.envs.linear:DoubleIntegrator")
 
 # stable-retro, Retro-contest chain (Nichol et al. 2018, arXiv:1804.03720). The time limit is part of the
 # chain (a kwarg).

@@ -27,7 +27,7 @@ DMC_VALUES = {
     "Discrete9": (-1.0, -0.25, -0.05, -0.01, 0.0, 0.01, 0.05, 0.25, 1.0),
 }
 # Deterministic given the actions, whatever the seed: no sticky actions and a fixed start.
-DETERMINISTIC_IDS = {"sb3_mb/BreakoutPlaNet-v0"}
+DETERMINISTIC_IDS = {"sb3_mb/BreakoutPlaNet-v0", "sb3_mb/DoubleIntegrator-v0"}
 # Stochastic (sticky actions 0.25) but Q*bert ignores input while jumping: two seeds gave identical frames
 # for 330 of 333 agent steps, so a short rollout cannot tell the seeds apart.
 SEED_INSENSITIVE_IDS = {"sb3_mb/QbertPlaNet-v0"}
@@ -61,6 +61,8 @@ def expected_spaces(env_id: str) -> tuple[spaces.Space, spaces.Space, int]:
             spaces.Discrete(n_actions),
             {"Breakout": 250}.get(game, 333),
         )
+    if name == "DoubleIntegrator":  # truncates itself at its ``horizon`` kwarg: no TimeLimit
+        return spaces.Box(-np.inf, np.inf, (2,), np.float32), spaces.Box(-1.0, 1.0, (1,), np.float32), None
     if name.startswith("HopperDistracted"):
         dims = int(name[len("HopperDistracted") :] or 10)
         return (
