@@ -98,7 +98,9 @@ def rollout(env_id: str, seed: int, n_steps: int) -> tuple[np.ndarray, np.ndarra
 
 
 def test_list_env_ids():
-    assert len(ALL_IDS) == len(set(ALL_IDS)) == 18 + 3 + 4 + 4
+    # 18 cartpole, 3 Atari, 4 Hopper, 4 retro (3 Sonic + Airstriker), 1 double integrator
+    assert len(ALL_IDS) == len(set(ALL_IDS)) == 18 + 3 + 4 + 4 + 1
+    assert "sb3_mb/DoubleIntegrator-v0" in ALL_IDS
     assert all(env_id in gymnasium.registry for env_id in ALL_IDS)
     for task in ("Balance", "Swingup", "SwingupSparse"):
         for pixels in ("", "Pixels"):
