@@ -65,6 +65,8 @@ def read_hyperparams_file(path: str | Path) -> dict[str, dict[str, Any]]:
     try:
         with open(path) as file:
             entries = yaml.safe_load(file)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"No hyperparameters file {path}") from error
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

@@ -10,7 +10,13 @@ layout (``logs/<algo>/<EnvId>_<N>/``) are used unchanged. Things added before ha
 - ``--conf-file`` defaults to ``hyperparams/<algo>.yml`` of this repository for sb3-mb algorithms (rl_zoo3
   looks inside its own package, which holds only SB3's algorithms), and the file is checked first: a YAML
   syntax error names the file and line, a key that is not a constructor argument names the key;
-- ``--debug`` (ours, removed before rl_zoo3 parses the arguments): see below.
+- ``--debug`` (ours, removed before rl_zoo3 parses the arguments): see below;
+- ``-params`` values are checked first: one that does not evaluate, or a key that is not a constructor
+  argument, is named (rl_zoo3 would fail with a ``NameError`` inside argparse, or a ``TypeError`` once the env
+  is built);
+- every checkpoint is atomic (written beside its target, then renamed): the models and replay buffers go
+  through sb3-mb's ``save`` / ``save_replay_buffer``, and ``VecNormalize.save`` (``vecnormalize.pkl``,
+  ``CheckpointCallback``'s statistics) is made atomic in the zoo's process by :func:`make_checkpoints_atomic`.
 
 Tuning (rl-zoo3's flags)::
 
@@ -69,6 +75,75 @@ def register_algorithms() -> list[str]:
     return names
 
 
+def make_checkpoints_atomic() -> None:
+    """Make ``VecNormalize.save`` atomic in this process (idempotent).
+
+    rl_zoo3 (``vecnormalize.pkl``) and SB3's ``CheckpointCallback`` save the normalisation statistics with
+    ``VecNormalize.save``, which opens the target with ``"wb"``: a run killed there leaves a truncated pickle
+    next to a good model. The method is wrapped to write through :func:`sb3_mb.common.save_util.atomic_write`;
+    the pickle itself is unchanged (plain ``VecNormalize``, loadable without sb3-mb).
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_mb.common.save_util import atomic_write
+
+    plain_save = VecNormalize.save
+    if getattr(plain_save, "_sb3_mb_atomic", False):
+        return
+
+    def save(self: VecNormalize, save_path: str) -> None:
+        with atomic_write(save_path) as temporary:
+            plain_save(self, str(temporary))
+
+    save._sb3_mb_atomic = True  # type: ignore[attr-defined]
+    save.__doc__ = plain_save.__doc__
+    VecNormalize.save = save  # type: ignore[method-assign]
+
+
+def check_params(algo: str, argv: list[str]) -> None:
+    """Check the ``-params`` / ``--hyperparams`` values of ``argv`` as rl_zoo3 will read them.
+
+    Each ``key:value`` is evaluated by rl_zoo3's own ``StoreDict`` (its namespace, so ``nn.ReLU`` works), then
+    the key is checked against the algorithm's constructor (:func:`zoo.hyperparams.check_entry`).
+
+    :raises ValueError: naming the parameter: a value that does not evaluate (``gamma:abc``: a string
+        needs quotes), an item without ``key:value``, or a key that is not an argument of the algorithm.
+    """
+    import argparse
+
+    from rl_zoo3.utils import StoreDict
+
+    values = []
+    for i, arg in enumerate(argv):
+        if arg in ("-params", "--hyperparams"):
+            values = []
+            for item in argv[i + 1 :]:
+                if item.startswith("-") and not _is_number(item):
+                    break
+                values.append(item)
+    for item in values:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ValueError(f"-params {item!r}: expected key:value (e.g. gamma:0.98)")
+        namespace = argparse.Namespace()
+        try:
+            StoreDict(["-params"], "hyperparams", nargs="+")(argparse.ArgumentParser(), namespace, [item])
+        except Exception as error:  # noqa: BLE001 - rl_zoo3 evaluates any Python expression
+            raise ValueError(
+                f"-params {key}: the value {value!r} does not evaluate ({type(error).__name__}: {error}); "
+                f"a string needs quotes, e.g. {key}:\"'{value}'\""
+            ) from error
+        check_entry(algo, namespace.hyperparams, f"-params {key}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _value(argv: list[str], *flags: str) -> str | None:
     """The value of the last of ``flags`` in ``argv`` (``--flag value`` or ``--flag=value``)."""
     value = None
@@ -119,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     from zoo.samplers import SAMPLERS, register_samplers
 
     register_samplers(names)
+    make_checkpoints_atomic()
     algo = _algo_from_argv(argv)
     env_id = _value(argv, "--env") or "CartPole-v1"  # rl_zoo3's default
     conf_file = _value(argv, "-conf", "--conf-file")
@@ -137,10 +213,12 @@ def main(argv: list[str] | None = None) -> None:
                     conf_file = str(hyperparams_path(algo))
                     argv += ["--conf-file", conf_file]
                 _check_conf_file(algo, env_id, conf_file)
+            check_params(algo, argv)
         except (FileNotFoundError, KeyError, ValueError) as error:
             if temporary_dir is not None:
                 shutil.rmtree(temporary_dir, ignore_errors=True)
-            sys.exit(f"zoo.train: {type(error).__name__}: {error.args[0] if error.args else error}")
+            message = str(error) if isinstance(error, OSError) else (error.args[0] if error.args else error)
+            sys.exit(f"zoo.train: {type(error).__name__}: {message}")
     if not any(a == "--gym-packages" for a in argv):
         argv += ["--gym-packages", "sb3_mb"]
     from rl_zoo3.train import train

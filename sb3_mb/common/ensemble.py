@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_mb.common.checks import check_finite
 from sb3_mb.common.distributions import gaussian_nll
 
 __all__ = [
@@ -237,6 +238,18 @@ class EnsembleMLP(nn.Module):
         """The hidden layers then the output layer."""
         return [*self.hidden_layers, self.output_layer]
 
+    def fit_normalizers(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Fit the normalisers on the training data (``(n, in_dim)``, ``(n, out_dim)``) before training;
+        here the input normaliser only (a subclass may also normalise its targets)."""
+        self.input_normalizer.fit(inputs)
+
+    def standardize(
+        self, mean: torch.Tensor, logvar: torch.Tensor | None, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(mean, logvar, target)`` in the units in which the built-in losses and the holdout score compare
+        prediction and target: as given here; a subclass that normalises its targets standardises them."""
+        return mean, logvar, target
+
     # ------------------------------------------------------------------ forward
     def forward(
         self, x: torch.Tensor, member_idx: torch.Tensor | None = None
@@ -359,6 +372,9 @@ class EnsembleTrainer:
     Holdout score: the mean squared error for the built-in losses (MBPO / mbrl-lib pick elites and stop on
     the holdout MSE), the training loss itself for a callable loss (VaGraM scores what it trains). It is
     evaluated under ``torch.no_grad()``: a callable that needs autograd (value gradients) enables it itself.
+    The built-in losses and their holdout score compare in the model's :meth:`EnsembleMLP.standardize` units
+    (raw, or standardised targets for a :class:`~sb3_mb.common.dynamics.DynamicsModel` that normalises them);
+    a callable loss gets raw units.
 
     :param model: the ensemble to train.
     :param learning_rate: Adam learning rate (MBPO: 1e-3).
@@ -373,8 +389,10 @@ class EnsembleTrainer:
     :param weight_decay: L2 coefficient per linear layer (``len(net_arch) + 1`` values; MBPO's code uses
         ``[2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4]``) or one float for all. The penalty
         ``sum_l wd_l / 2 * ||W_l||^2`` over the weights (not the biases) equals Adam's ``weight_decay=wd``.
-    :raises ValueError: on an unknown loss, a wrong ``weight_decay`` length, a NaN/inf loss (naming the
-        epoch), or no holdout and no epoch cap.
+    :param owner: who trains the ensemble, named in error messages (e.g. ``"MBPO dynamics ensemble"``).
+    :raises ValueError: on an unknown loss, a wrong ``weight_decay`` length, or no holdout and no epoch cap.
+    :raises FloatingPointError: from :meth:`train`, on a NaN/inf loss (naming the owner, the loss and the
+        epoch; :func:`~sb3_mb.common.checks.check_finite`).
     """
 
     def __init__(
@@ -389,10 +407,11 @@ class EnsembleTrainer:
         improvement_threshold: float = 0.01,
         loss: str | LossFn = "nll",
         weight_decay: float | Sequence[float] = 0.0,
+        owner: str = "EnsembleTrainer",
     ):
         if not 0.0 <= holdout_ratio < 1.0:
             raise ValueError(f"holdout_ratio must lie in [0, 1), got {holdout_ratio}")
-        self.model = model
+        self.model, self.owner = model, owner
         self.batch_size, self.holdout_ratio, self.max_holdout = (
             int(batch_size),
             float(holdout_ratio),
@@ -405,6 +424,7 @@ class EnsembleTrainer:
         )
         self.loss_fn = self._resolve_loss(loss)
         self.holdout_fn = mse_loss if isinstance(loss, str) else self.loss_fn
+        self._builtin_loss = isinstance(loss, str)
         n_linear = len(model.linear_layers)
         if isinstance(weight_decay, (int, float)):
             self.weight_decay = [float(weight_decay)] * n_linear
@@ -435,11 +455,7 @@ class EnsembleTrainer:
 
     # ------------------------------------------------------------------ helpers
     def _check_finite(self, value: torch.Tensor, what: str, epoch: int) -> None:
-        if not torch.isfinite(value).all():
-            raise ValueError(
-                f"Non-finite {what} in ensemble training at epoch {epoch}: {value.detach().cpu().tolist()}. "
-                "Check the data for NaN/inf and lower the learning rate."
-            )
+        check_finite(value, self.owner, what, epoch, unit="epoch")
 
     @torch.no_grad()
     def evaluate(
@@ -453,6 +469,8 @@ class EnsembleTrainer:
             sl = slice(start, min(start + chunk_size, n))
             mean, logvar = self.model(inputs[sl])
             target = targets[sl].unsqueeze(0).expand(n_members, -1, -1)
+            if self._builtin_loss:
+                mean, logvar, target = self.model.standardize(mean, logvar, target)
             idx = indices[sl].unsqueeze(0).expand(n_members, -1)
             total += self.holdout_fn(mean, logvar, target, idx) * (sl.stop - sl.start)
         return total / max(n, 1)
@@ -476,7 +494,8 @@ class EnsembleTrainer:
         :param generator: CPU ``torch.Generator`` for the split, bootstrap and shuffles (seeding).
         :param max_epochs: overrides the constructor's cap for this call.
         :return: :class:`EnsembleTrainResult`.
-        :raises ValueError: on mismatched shapes, too little data, or a non-finite loss.
+        :raises ValueError: on mismatched shapes or too little data.
+        :raises FloatingPointError: on a non-finite training loss or holdout score.
         """
         model = self.model
         device = model.elite_idx.device
@@ -505,7 +524,7 @@ class EnsembleTrainer:
             hold_pos = train_pos
         x_train, y_train, i_train = inputs[train_pos], targets[train_pos], indices[train_pos]
         x_hold, y_hold, i_hold = inputs[hold_pos], targets[hold_pos], indices[hold_pos]
-        model.input_normalizer.fit(x_train)
+        model.fit_normalizers(x_train, y_train)
 
         n_train = x_train.shape[0]
         n_members = model.ensemble_size
@@ -525,7 +544,10 @@ class EnsembleTrainer:
             for start in range(0, order.shape[1], self.batch_size):
                 pos = order[:, start : start + self.batch_size]  # (E, b)
                 mean, logvar = model(x_train[pos])
-                member_loss = self.loss_fn(mean, logvar, y_train[pos], i_train[pos])
+                target = y_train[pos]
+                if self._builtin_loss:
+                    mean, logvar, target = model.standardize(mean, logvar, target)
+                member_loss = self.loss_fn(mean, logvar, target, i_train[pos])
                 self._check_finite(member_loss, "training loss", epoch)
                 loss = member_loss.sum() + self.weight_decay_loss()
                 self.optimizer.zero_grad()

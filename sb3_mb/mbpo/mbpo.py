@@ -18,6 +18,7 @@ dynamics model (Janner et al. 2019, Alg. 2)::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -27,6 +28,8 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.sac import SAC
 
+from sb3_mb.common.base_class import SafeAlgorithmMixin
+from sb3_mb.common.checks import check_finite_gradients, check_finite_parameters
 from sb3_mb.common.ensemble import EnsembleTrainer, EnsembleTrainResult
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
@@ -54,14 +57,14 @@ def truncated_linear(schedule: tuple[float, float, float, float], x: float) -> f
     return float(min_y + frac * (max_y - min_y))
 
 
-class MBPO(SAC):
+class MBPO(SafeAlgorithmMixin, SAC):
     """Model-Based Policy Optimization on SB3's SAC, with the model loss a constructor choice.
 
     ``MBPO(env)`` picks the policy (``"MlpPolicy"``: :class:`~sb3_mb.mbpo.policies.MBPOPolicy`); network
     sizes, SAC's and the ensemble's, are ``policy_kwargs`` (``net_arch``, ``model_net_arch``,
-    ``model_ensemble_size``, ``model_n_elites``, ``model_activation_fn``, ``log_std_bounds``). The replay
-    buffer is an :class:`~sb3_mb.mbpo.buffers.MBPOReplayBuffer`: real and model data in one SB3 buffer, saved
-    together by ``save_replay_buffer``.
+    ``model_ensemble_size``, ``model_n_elites``, ``model_activation_fn``, ``log_std_bounds``,
+    ``model_normalize_targets``). The replay buffer is an :class:`~sb3_mb.mbpo.buffers.MBPOReplayBuffer`:
+    real and model data in one SB3 buffer, saved together by ``save_replay_buffer``.
 
     Defaults: the Hopper configuration of MBPO (Janner et al. 2019, App. C) and VaGraM, except where marked
     *generic*; their Hopper runs also set ``learning_starts=10_000``, ``actor_learning_rate=3e-5``,
@@ -298,9 +301,11 @@ class MBPO(SAC):
             patience=self.model_patience,
             loss=self._model_loss_fn,
             weight_decay=self.model_weight_decay,
+            owner="MBPO dynamics ensemble",
         )
         self.model_optimizer = self.dynamics_trainer.optimizer
         self.model_env = ModelEnv(self.dynamics, self.termination_fn, generator=self._rollout_rng)
+        self._watch_sac_gradients()
 
     def _create_aliases(self) -> None:
         super()._create_aliases()
@@ -316,6 +321,7 @@ class MBPO(SAC):
             "_model_rng",
             "_rollout_rng",
             "actor_lr_schedule",
+            "_sac_step",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -439,18 +445,65 @@ class MBPO(SAC):
         self.logger.record("train/actor_learning_rate", actor_lr)
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
-        """Retrain the model and refill the model buffer when due, then SAC updates on mixed batches."""
+        """Retrain the model and refill the model buffer when due, then SAC updates on mixed batches.
+
+        :raises FloatingPointError: if a model loss, a SAC loss or a SAC parameter is NaN or infinite (the
+            message names the loss and the update).
+        """
         if self._model_due():
             self.train_dynamics()
             self.rollout_model()
         buffer = self.replay_buffer
         buffer.model_data_ratio = self.model_data_ratio
         n_samples, n_model_samples = buffer.n_samples, buffer.n_model_samples
+        self._sac_step = 0
         super().train(gradient_steps, batch_size)
+        if gradient_steps > 0:
+            self._check_sac_losses()
         from_model = (buffer.n_model_samples - n_model_samples) / max(buffer.n_samples - n_samples, 1)
         self.logger.record("model/data_ratio", self.model_data_ratio)
         self.logger.record("model/model_sample_fraction", from_model)
         self.logger.record("model/epoch", self.epoch)
+
+    def _check_sac_losses(self) -> None:
+        """Raise :class:`FloatingPointError` if SAC's last ``train`` call recorded a non-finite mean loss or
+        left non-finite parameters (gradients were checked before each step: :meth:`_watch_sac_gradients`).
+        """
+        last = self._n_updates
+        recorded = self.logger.name_to_value
+        for key in ("critic_loss", "actor_loss", "ent_coef_loss", "ent_coef"):
+            if f"train/{key}" in recorded:
+                self._check_finite(recorded[f"train/{key}"], f"SAC {key.replace('_', ' ')}", step=last)
+        networks = {"actor": self.actor, "critic": self.critic, "log_ent_coef": self.log_ent_coef}
+        check_finite_parameters(networks, "MBPO", last)
+
+    def _watch_sac_gradients(self) -> None:
+        """Check SAC's gradients for NaN / inf before each optimizer step, naming the loss and the update.
+
+        SB3's ``SAC.train`` computes, backpropagates and steps its three losses in one loop with no hook of
+        its own between them. Rather than copy that rule here to check each loss (STYLE: hold the rule, don't
+        fight the parent), a step pre-hook on each of its optimizers checks the gradients it is about to
+        apply (torch's ``Optimizer.register_step_pre_hook``): a non-finite loss stops learning at the update
+        where it appears, before the weights turn NaN (it used to surface later as a ``Normal(nan)`` error in
+        SAC's actor). :meth:`_check_sac_losses` then checks the recorded means and the parameters.
+        """
+        self._sac_step = 0  # SAC updates made in the current train() call (SB3 counts them at its end)
+        optimizers = [
+            ("SAC entropy coefficient loss", self.ent_coef_optimizer),
+            ("SAC critic loss", self.critic.optimizer),
+            ("SAC actor loss", self.actor.optimizer),  # SAC steps it last in each update
+        ]
+        for what, optimizer in optimizers:
+            if optimizer is not None:
+                optimizer.register_step_pre_hook(self._gradient_hook(what, optimizer is self.actor.optimizer))
+
+    def _gradient_hook(self, what: str, last_in_update: bool) -> Callable[..., None]:
+        def hook(optimizer: th.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            check_finite_gradients(optimizer, "MBPO", what, self._n_updates + self._sac_step + 1)
+            if last_in_update:
+                self._sac_step += 1
+
+        return hook
 
     def learn(
         self: SelfMBPO,

@@ -195,8 +195,8 @@ def test_custom_loss_gets_dataset_indices_and_nan_raises():
     def nan_loss(mean, logvar, target, batch_indices):
         return mean.sum(dim=(1, 2)) * float("nan")
 
-    with pytest.raises(ValueError, match="Non-finite"):
-        EnsembleTrainer(model, loss=nan_loss, max_epochs=1).train(x, y)
+    with pytest.raises(FloatingPointError, match="dynamics: training loss is not finite at epoch 0"):
+        EnsembleTrainer(model, loss=nan_loss, max_epochs=1, owner="dynamics").train(x, y)
     with pytest.raises(ValueError, match="Gaussian head"):
         nll_loss(torch.zeros(1, 2, 1), None, torch.zeros(1, 2, 1))
 

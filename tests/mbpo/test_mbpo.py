@@ -380,13 +380,18 @@ def test_termination_fn_lookup_and_override():
         MBPO("MlpPolicy", "CartPole-v1")
 
 
-@pytest.mark.parametrize("model_loss", ["nll", "mse", "vagram", "vagram_unbounded", "itervaml"])
-def test_learns_point_mass(model_loss):
-    """400 env steps on PointMass: mean return >= -12 over 10 episodes (no-op: about -23, optimum: -4)."""
-    env = make_vec_env(PointMass, n_envs=1, seed=0)
+@functools.cache
+def _point_mass_return(model_loss: str = "nll", model_data_ratio: float = 0.5) -> float:
+    """Mean return over 10 episodes after 400 env steps of MBPO on PointMass (no-op: about -23, optimum: -4).
+
+    The model trains to early stopping (patience 3, at most 200 epochs): with the former cap of 20 epochs (40
+    gradient steps on 80 transitions) its variance was still that of the data and its sampled transitions
+    were noise (next-state error 0.06 where the state moves by 0.045); it scored -9.3, below a model that
+    predicts nothing (-8.8). ``model_data_ratio=0`` is plain SAC with the same settings.
+    """
     model = MBPO(
         "MlpPolicy",
-        env,
+        make_vec_env(PointMass, n_envs=1, seed=0),
         seed=0,
         model_loss=model_loss,
         termination_fn=no_termination,
@@ -395,10 +400,10 @@ def test_learns_point_mass(model_loss):
         epoch_length=100,
         n_rollouts_per_step=20,
         rollout_schedule=(0, 1, 1, 1),
-        model_data_ratio_schedule=(0, 1, 0.5, 0.5),
+        model_data_ratio_schedule=(0, 1, model_data_ratio, model_data_ratio),
         model_data_mixing="sample",
         model_batch_size=64,
-        model_max_epochs=20,
+        model_max_epochs=200,
         model_patience=3,
         gradient_steps=5,
         batch_size=128,
@@ -409,7 +414,20 @@ def test_learns_point_mass(model_loss):
     )
     model.learn(400)
     mean_return, _ = evaluate_policy(model, make_vec_env(PointMass, n_envs=1, seed=100), n_eval_episodes=10)
-    assert mean_return >= -12, mean_return
+    return float(mean_return)
+
+
+@pytest.mark.parametrize("model_loss", ["nll", "mse", "vagram", "vagram_unbounded", "itervaml"])
+def test_learns_point_mass_close_to_plain_sac(model_loss):
+    """Model data (half of every batch) cost at most 3 against plain SAC with the same settings and budget
+    (model data off: -3.9, the optimum). Measured: nll -4.8, mse -5.9, vagram -6.1, vagram_unbounded -6.1,
+    itervaml -5.9; a model that predicts nothing (next state = state, reward 0) scores -8.9 and fails, as did
+    the former 20-epoch model (-9.3), which the former bound (-12, model-free -3.9) let pass. On this task
+    and budget no model loss beats plain SAC."""
+    plain_sac = _point_mass_return(model_data_ratio=0.0)
+    assert plain_sac >= -5, plain_sac
+    mean_return = _point_mass_return(model_loss)
+    assert mean_return >= plain_sac - 3.0, (mean_return, plain_sac)
 
 
 # The zoo's Pendulum-v1 entry (hyperparams/mbpo.yml), so that its stated result is the one tested here.
@@ -427,3 +445,14 @@ def test_pendulum_reaches_minus_400_within_3000_steps():
         model, make_vec_env("Pendulum-v1", n_envs=1, seed=1000), n_eval_episodes=5
     )
     assert mean_return >= -400, mean_return
+
+
+def test_diverging_sac_is_a_clear_error_naming_the_loss_not_nan_weights():
+    """SAC's losses are computed inside SB3's SAC.train: their gradients are checked before every step."""
+    model = _tiny_mbpo(learning_rate=1e30, gradient_steps=3)
+    with pytest.raises(
+        FloatingPointError, match=r"^MBPO: the gradient of the SAC (critic|actor) loss is not finite"
+    ):
+        model.learn(300)
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters()), "the weights turned NaN"
+    assert model.replay_buffer.size() < 300

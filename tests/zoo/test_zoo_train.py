@@ -73,3 +73,27 @@ def test_unknown_command_names_the_known_ones():
         SystemExit, match="known commands: enjoy, load-from-hub, push-to-hub, record-video, train"
     ):
         cli.main(["enjoyy"])
+
+
+def test_missing_conf_file_names_its_path(tmp_path):
+    missing = tmp_path / "missing.yml"
+    with pytest.raises(SystemExit, match=rf"FileNotFoundError: No hyperparameters file {missing}"):
+        cli.main(["train", "--algo", "mbpo", "--env", "Pendulum-v1", "--conf-file", str(missing)])
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (["gamma:abc"], r"-params gamma: the value 'abc' does not evaluate \(NameError"),
+        (
+            ["gamma:0.9", "gama:0.9"],
+            r"-params gama: 'gama' is not an argument of MBPO \(mbpo\).*did you mean gamma",
+        ),
+        (["gamma"], r"-params 'gamma': expected key:value"),
+    ],
+    ids=["value", "key", "form"],
+)
+def test_bad_params_name_the_parameter(params, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["train", "--algo", "mbpo", "--env", "Pendulum-v1", "-params", *params, "-n", "10"])
