@@ -32,9 +32,11 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayB
 from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
 
+from sb3_mb.common.base_class import SafeAlgorithmMixin
 from sb3_mb.common.ensemble import random_member_split
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
+from sb3_mb.common.symlog import reward_scale, symexp, symlog
 from sb3_mb.common.utils import resolve_policy_and_env
 from sb3_mb.steve.policies import MlpPolicy, STEVEActor, STEVEPolicy, STEVEWorldModel
 
@@ -51,6 +53,10 @@ SelfSTEVE = TypeVar("SelfSTEVE", bound="STEVE")
 
 #: ``target_mode`` values: STEVE, MVE with the TD-k trick, the mean of the candidates, TD(lambda), DDPG.
 TARGET_MODES = ("steve", "mve", "mve_mean", "mve_lambda", "ddpg")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ------------------------------------------------------------------------------------------ the target rule
@@ -168,7 +174,7 @@ class ValueExpansion(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------ the algorithm
-class STEVE(OffPolicyAlgorithm):
+class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
     """STEVE: DDPG with a Q ensemble, learned transition / reward / done ensembles and expanded targets.
 
     The defaults are the paper's MuJoCo configuration (Buckman et al. 2018, Sec. 4 and appendix): Adam
@@ -267,6 +273,7 @@ class STEVE(OffPolicyAlgorithm):
         model_batch_size: int = 512,
         model_gradient_steps: int = 4,
         model_pretrain_steps: int = 10_000,
+        symlog_scale: float | str | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -290,6 +297,9 @@ class STEVE(OffPolicyAlgorithm):
             explore_chance = 0.05 if target_mode == "ddpg" else 0.0
         if not 0.0 <= explore_chance <= 1.0:
             raise ValueError(f"explore_chance must lie in [0, 1], got {explore_chance}")
+        valid_scale = symlog_scale == "auto" or (_is_number(symlog_scale) and symlog_scale > 0)
+        if not (symlog_scale is None or valid_scale):
+            raise ValueError(f"symlog_scale must be None, 'auto' or a positive number, got {symlog_scale!r}")
         super().__init__(
             policy,
             env,
@@ -321,6 +331,10 @@ class STEVE(OffPolicyAlgorithm):
         self.model_learning_rate, self.model_weight_decay = model_learning_rate, model_weight_decay
         self.model_batch_size, self.model_gradient_steps = model_batch_size, model_gradient_steps
         self.model_pretrain_steps = model_pretrain_steps
+        self.symlog_scale = symlog_scale
+        # kappa of symlog(x / kappa): the given number, or set from the replay buffer by the first train().
+        self._value_scale = float(symlog_scale) if _is_number(symlog_scale) else None
+        self._return_bounds: tuple[float, float] | None = None
         self._model_pretrained = False
         self._n_model_updates = 0
         if _init_setup_model:
@@ -355,7 +369,7 @@ class STEVE(OffPolicyAlgorithm):
         self.model_env = ModelEnv(
             self.world_model.transition,
             termination_fn=self.world_model.done_probs,
-            reward_fn=self.world_model.rewards,
+            reward_fn=self._model_rewards,
             propagation="all",
             soft_termination=True,
         )
@@ -414,6 +428,51 @@ class STEVE(OffPolicyAlgorithm):
             observations=data.observations.float(), next_observations=data.next_observations.float()
         )
 
+    # ------------------------------------------------------------------------------- value representation
+    def _encode(self, values: th.Tensor) -> th.Tensor:
+        """What the critic and the reward model regress on: ``symlog(x / kappa)`` with ``symlog_scale``, else
+        ``x`` (values in reward units, any shape)."""
+        if self.symlog_scale is None:
+            return values
+        return symlog(values / (self._value_scale or 1.0))
+
+    def _decode(self, outputs: th.Tensor) -> th.Tensor:
+        """A critic or reward-model output in reward units: ``kappa symexp(y)`` with ``symlog_scale``, else
+        ``y`` (any shape)."""
+        if self.symlog_scale is None:
+            return outputs
+        return (self._value_scale or 1.0) * symexp(outputs)
+
+    def _target_q_values(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """Every target-Q member at ``(obs (..., obs_dim), actions (..., action_dim))`` in reward units,
+        ``(L, ...)``; with ``symlog_scale``, clipped to the return bounds (:meth:`_update_value_scale`)."""
+        values = self._decode(self.policy.q_values(obs, actions, target=True))
+        if self._return_bounds is None:
+            return values
+        return values.clamp(*self._return_bounds)
+
+    def _model_rewards(self, obs: th.Tensor, actions: th.Tensor, next_obs: th.Tensor) -> th.Tensor:
+        """Every reward member's prediction in reward units, ``(..., M)``: the rollouts' reward function."""
+        assert self.world_model is not None
+        return self._decode(self.world_model.rewards(obs, actions, next_obs))
+
+    def _update_value_scale(self) -> None:
+        """With ``symlog_scale``: ``kappa`` from the replay buffer at the first call with a non-zero reward
+        (``"auto"``: :func:`~sb3_mb.common.symlog.reward_scale`, the 10 % quantile of ``|r|``), and the bounds
+        ``[min(r_min, r_min / (1 - gamma)), max(r_max, r_max / (1 - gamma))]`` that hold every discounted
+        return of rewards within the ``[r_min, r_max]`` seen so far."""
+        if self.symlog_scale is None:
+            return
+        assert self.replay_buffer is not None
+        rewards = self.replay_buffer.rewards[: self.replay_buffer.size()]
+        if rewards.size == 0:
+            return
+        if self._value_scale is None:
+            self._value_scale = reward_scale(rewards)
+        if self.gamma < 1:
+            low, high, horizon = float(rewards.min()), float(rewards.max()), 1.0 / (1.0 - self.gamma)
+            self._return_bounds = (min(low, low * horizon), max(high, high * horizon))
+
     # ------------------------------------------------------------------------------------ world model
     def world_model_losses(self, data: ReplayBufferSamples) -> dict[str, th.Tensor]:
         """World-model loss on a real batch; every example trains one random member of each net.
@@ -436,7 +495,7 @@ class STEVE(OffPolicyAlgorithm):
 
         rows = random_member_split(batch, model.reward.ensemble_size, device=self.device)
         predicted = model.member_rewards(obs[rows], actions[rows], next_obs[rows])
-        reward = 0.5 * (predicted - rewards[rows]).pow(2).mean()
+        reward = 0.5 * (predicted - self._encode(rewards[rows])).pow(2).mean()
 
         rows = random_member_split(batch, model.done.ensemble_size, device=self.device)
         logits = model.done_logits(obs[rows], actions[rows], next_obs[rows])
@@ -450,12 +509,14 @@ class STEVE(OffPolicyAlgorithm):
         """``n_updates`` world-model updates on real batches of ``model_batch_size``; mean losses.
 
         :raises RuntimeError: for ``target_mode="ddpg"`` (no world model).
+        :raises FloatingPointError: if a term of the loss is NaN or infinite, before the update.
         """
         if self.world_model is None or self.model_optimizer is None:
             raise RuntimeError("target_mode='ddpg' has no world model")
         totals: dict[str, float] = {}
         for _ in range(n_updates):
             losses = self.world_model_losses(self._sample(self.model_batch_size))
+            self._check_finite(losses, "world-model loss", self._n_model_updates + 1, unit="model update")
             self.model_optimizer.zero_grad()
             losses["total"].backward()
             self.model_optimizer.step()
@@ -499,7 +560,7 @@ class STEVE(OffPolicyAlgorithm):
         real_not_done = (1.0 - data.dones).view(-1, 1, 1).expand(-1, 1, n_members)
         not_done = th.cat([real_not_done, 1.0 - th.stack(dones).permute(2, 0, 1)], dim=1)
         continues = th.cumprod(not_done, dim=1)  # (batch, F, N)
-        values = self.policy.q_values(obs, acts, target=True).permute(1, 2, 3, 0)  # (batch, F, N, L)
+        values = self._target_q_values(obs, acts).permute(1, 2, 3, 0)  # (batch, F, N, L)
         samples = candidate_samples(all_rewards, continues, values, self.gamma)
         means = samples.mean(-1)
         variances = samples.var(-1, unbiased=False)
@@ -512,7 +573,7 @@ class STEVE(OffPolicyAlgorithm):
         """``r + gamma (1 - d) mean_l Q'_l(s', pi(s'))``, ``(batch,)`` (Lillicrap et al. 2015, Sec. 3, with
         the current policy and the ensemble mean)."""
         next_obs = data.next_observations
-        next_q = self.policy.q_values(next_obs, self.actor(next_obs), target=True)
+        next_q = self._target_q_values(next_obs, self.actor(next_obs))
         return data.rewards.flatten() + self.gamma * (1.0 - data.dones.flatten()) * next_q.mean(0)
 
     # ------------------------------------------------------------------------------------ value learning
@@ -523,7 +584,7 @@ class STEVE(OffPolicyAlgorithm):
         rows = random_member_split(data.observations.shape[0], self.critic.ensemble_size, device=self.device)
         q_real = self.policy.member_q_values(data.observations[rows], data.actions[rows])  # (L, n)
         if not self.uses_model:
-            return 0.5 * (q_real - self.ddpg_targets(data)[rows]).pow(2).mean()
+            return 0.5 * (q_real - self._encode(self.ddpg_targets(data)[rows])).pow(2).mean()
         exp = self.expansion(data)
         w0 = exp.weights[:, 0].mean(0)
         for k, w in enumerate(w0.tolist()):
@@ -531,7 +592,7 @@ class STEVE(OffPolicyAlgorithm):
         stats.setdefault("model_usage", []).append(1.0 - w0[0].item())
         stats.setdefault("target_mean", []).append(exp.targets[:, 0].mean().item())
         if self.target_mode != "mve":
-            return 0.5 * (q_real - exp.targets[rows, 0]).pow(2).mean()
+            return 0.5 * (q_real - self._encode(exp.targets[rows, 0])).pow(2).mean()
         # TD-k trick: guesses at s_0 .. s_{H-1} of every rollout, target the longest candidate from there.
         q_imagined = self.policy.member_q_values(exp.obs[rows][:, :, :-1], exp.actions[rows][:, :, :-1]).mean(
             -1
@@ -539,11 +600,15 @@ class STEVE(OffPolicyAlgorithm):
         guesses = th.cat([q_real.unsqueeze(-1), q_imagined], dim=-1)  # (L, n, F)
         reach = exp.continues.mean(-1)  # (batch, F)
         reach = th.cat([th.ones_like(reach[:, :1]), reach[:, :-1]], dim=1)
-        return (0.5 * (guesses - exp.targets[rows]).pow(2) * reach[rows]).mean()
+        return (0.5 * (guesses - self._encode(exp.targets[rows])).pow(2) * reach[rows]).mean()
 
     def train(self, gradient_steps: int, batch_size: int = 512) -> None:
-        """World-model updates (and the one-off pretraining), then ``gradient_steps`` value updates."""
+        """World-model updates (and the one-off pretraining), then ``gradient_steps`` value updates.
+
+        :raises FloatingPointError: if the critic or the actor loss is NaN or infinite, before its update.
+        """
         self.policy.set_training_mode(True)
+        self._update_value_scale()
         if self.uses_model:
             if not self._model_pretrained:
                 self.train_world_model(self.model_pretrain_steps)
@@ -557,6 +622,7 @@ class STEVE(OffPolicyAlgorithm):
             data = self._sample(batch_size)
 
             critic_loss = self._critic_loss(data, stats)
+            self._check_finite(critic_loss, "critic loss")
             self.critic.optimizer.zero_grad()
             critic_loss.backward()
             self.critic.optimizer.step()
@@ -567,6 +633,7 @@ class STEVE(OffPolicyAlgorithm):
             q_mean = self.policy.q_values(data.observations, th.tanh(pretanh)).mean(0)
             reg_loss = self.policy_reg_coef * pretanh.pow(2).mean()
             actor_loss = -q_mean.mean() + reg_loss
+            self._check_finite(actor_loss, "actor loss")
             self.actor.optimizer.zero_grad()
             actor_loss.backward()
             self.actor.optimizer.step()

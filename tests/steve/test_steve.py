@@ -388,9 +388,37 @@ POINT_MASS_KWARGS = dict(
 )
 
 
+def _point_mass_imagination_errors(model, n_states=64):
+    """H imagined steps (``model.expansion``) from ``n_states`` states in ``[-1.5, 1.5]^2`` against the true
+    point mass under the same policy (``x' = clip(x + 0.2 clip(a), -2, 2)``, reward ``-||x'||``): the mean
+    absolute state error and reward error, over members (and reward members), frames and states."""
+    states = np.random.default_rng(0).uniform(-1.5, 1.5, (n_states, 2))
+    obs = th.as_tensor(states, dtype=th.float32)
+    zeros = th.zeros(n_states, 1)
+    exp = model.expansion(ReplayBufferSamples(obs, th.zeros(n_states, 2), obs, zeros, zeros))
+    true, state_errors, reward_errors = states, [], []
+    for frame in range(1, exp.obs.shape[1]):
+        with th.no_grad():
+            action = model.actor(th.as_tensor(true, dtype=th.float32)).numpy().astype(np.float64)
+            imagined = model._model_rewards(
+                exp.obs[:, frame - 1], exp.actions[:, frame - 1], exp.obs[:, frame]
+            )
+        true = np.clip(true + 0.2 * np.clip(action, -1, 1), -2, 2)
+        state_errors.append(np.abs(exp.obs[:, frame].numpy() - true[:, None]).mean())
+        reward_errors.append(np.abs(imagined.numpy() + np.linalg.norm(true, axis=-1)[:, None, None]).mean())
+    return float(np.mean(state_errors)), float(np.mean(reward_errors))
+
+
 @pytest.mark.parametrize("target_mode", TARGET_MODES)
 def test_learns_point_mass(target_mode):
-    """500 env steps on PointMass: mean return >= -10 over 10 episodes (no-op -20.6, optimum about -2)."""
+    """500 env steps on PointMass: mean return >= -10 over 10 episodes (no-op -20.6, optimum about -2); in the
+    model modes, H = 3 imagined steps from 64 states within 0.1 of the true states and rewards.
+
+    The return does not tell a working model from a broken one here: with the transition's predictions zeroed
+    (``next_obs = obs`` in ``DynamicsModel.transition``) the modes return -4.3 / -8.8 / -4.1 / -3.6 (steve,
+    mve, mve_mean, mve_lambda at seed 0, against -4.2 / -7.8 / -4.3 / -3.6 working; the ddpg mode -3.1,
+    SB3's DDPG at its defaults -3.2): value learning, not the model, limits them at this budget. Hence the
+    check of the imagined rollouts (TODO with the break: state error, reward error)."""
     env = make_vec_env(PointMass, n_envs=1, seed=0)
     model = STEVE("MlpPolicy", env, seed=0, target_mode=target_mode, **POINT_MASS_KWARGS)
     model.learn(500)
@@ -398,6 +426,8 @@ def test_learns_point_mass(target_mode):
     assert mean_return >= -10, mean_return
     if target_mode != "ddpg":
         assert model.logger.name_to_value["train/model_usage"] > 0
+        state_error, reward_error = _point_mass_imagination_errors(model)
+        assert state_error <= 0.1 and reward_error <= 0.1, (state_error, reward_error)
 
 
 def test_greedy_csv_callback_writes_the_original_format(tmp_path):
@@ -435,3 +465,14 @@ def test_defaults_are_the_paper_settings():
     assert model.model_weight_decay == 1e-4 and model.model_optimizer.defaults["lr"] == 3e-4
     for net in (model.actor.net[1], model.critic.activation, wm.transition.activation, wm.done.activation):
         assert isinstance(net, th.nn.ReLU)
+
+
+def test_absurd_learning_rate_is_a_clear_error_naming_the_loss_not_nan_weights():
+    for overrides, loss in [
+        (dict(learning_rate=1e30), "(critic|actor) loss"),
+        (dict(model_learning_rate=1e30), "world-model loss"),
+    ]:
+        model = _tiny_steve(**overrides)
+        with pytest.raises(FloatingPointError, match=rf"^STEVE: {loss} is not finite at (model )?update \d+"):
+            model.learn(300)
+        assert all(th.isfinite(p).all() for p in model.policy.parameters()), "the weights turned NaN"
