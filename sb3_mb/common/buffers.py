@@ -183,6 +183,14 @@ class EpisodeReplayBuffer(ReplayBuffer):
         """Records per stored episode, oldest first, shape ``(n_episodes,)``."""
         return np.array([n for _, n in self._episodes], dtype=np.int64)
 
+    def stored_rewards(self) -> np.ndarray:
+        """The reward of every stored transition (records ``k >= 1`` of each complete episode), oldest first,
+        shape ``(n_transitions,)`` float32 (PlaNet measures its reward scale on them)."""
+        if not self._episodes:
+            return np.zeros(0, dtype=np.float32)
+        index = np.concatenate([np.arange(start + 1, start + n) for start, n in self._episodes])
+        return self.rewards[index % self.buffer_size]
+
     def size(self) -> int:
         """Number of stored records (SB3's ``size``)."""
         return self._n_records

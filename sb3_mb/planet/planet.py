@@ -20,6 +20,11 @@ is the same schedule for one env and stays C per episode for a ``VecEnv`` of any
 [R] belongs to the environment (``sb3_mb/CartpoleSwingup-v0`` repeats 8 times), so PlaNet acts once per
 ``env.step``.
 
+Deviation from the paper, on by default (``policy_kwargs=dict(normalize_rewards=False)`` restores it): the
+reward NLL is taken on ``symlog(r / reward_scale)``, the scale measured on the replay buffer at the first
+update, so that the reward term does not depend on the reward's units (issue 11: rewards x1e-3 and x1e3 on the
+double integrator; :class:`~sb3_mb.planet.policies.PlaNetPolicy`).
+
 The networks and the planner, and all their settings, are :class:`~sb3_mb.planet.policies.PlaNetPolicy`'s.
 """
 
@@ -70,7 +75,8 @@ class PlaNet(WorldModelAlgorithm):
     :param learning_rate: Adam's learning rate (1e-3), or a schedule.
     :param buffer_size: replay capacity in stored observations; an episode of ``L`` steps takes ``L + 1``.
     :param batch_size: sequences per update, B (50).
-    :param sequence_length: steps per sequence, L (50); shorter episodes are never sampled.
+    :param sequence_length: steps per sequence, L (50); shorter episodes are never sampled. While every stored
+        episode is shorter, whole episodes are (with a warning).
     :param seed_episodes: episodes of uniformly random actions before the first update, S (5).
     :param updates_per_episode: model updates per collected episode, C (100).
     :param free_nats: KL below this many nats per step is not penalised (3; arXiv v1: 2).
@@ -90,7 +96,8 @@ class PlaNet(WorldModelAlgorithm):
         sizes, exploration, optimizer.
     :param stats_window_size: episodes in the rollout statistics. :param tensorboard_log: log folder.
     :param verbose: 0, 1 or 2. :param seed: random seed. :param device: torch device.
-    :raises TypeError, ValueError: for an unsupported observation or action space (the message names it).
+    :raises ValueError: for an unsupported observation or action space (the message names it and what is
+        expected: a flat bounded ``Box`` or a ``Discrete`` action space).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
@@ -207,20 +214,29 @@ class PlaNet(WorldModelAlgorithm):
         """Updates owed for the episodes completed since the last training: C per episode.
 
         None before ``seed_episodes`` episodes exist; then C for the seed data, and C per later episode.
-        Postponed, with a warning, while no stored episode has ``sequence_length`` records.
         """
         added = self.replay_buffer.n_episodes_added
         if added < self.seed_episodes or added <= self._episodes_trained:
             return 0
-        if not np.any(self.replay_buffer.episode_lengths >= self.sequence_length):
-            warnings.warn(
-                f"No stored episode has sequence_length={self.sequence_length} records yet; "
-                "PlaNet postpones training (shorten sequence_length for short episodes)"
-            )
-            return 0
         new = added - max(self._episodes_trained, self.seed_episodes - 1)
         self._episodes_trained = added
         return self.updates_per_episode * new
+
+    def _window_length(self) -> int:
+        """Steps per sampled sequence: ``sequence_length``, or the longest stored episode's records when every
+        stored episode is shorter (with a warning).
+
+        Episodes shorter than L are never sampled, so with only short episodes (30 steps hold 31 records,
+        fewer than the paper's L = 50) PlaNet would otherwise never train.
+        """
+        longest = int(self.replay_buffer.episode_lengths.max())
+        if longest >= self.sequence_length:
+            return self.sequence_length
+        warnings.warn(
+            f"PlaNet: every stored episode is shorter than sequence_length={self.sequence_length} records; "
+            f"training on whole episodes of {longest} records (set sequence_length <= {longest})"
+        )
+        return longest
 
     # ----------------------------------------------------------------------------------------------
     # Learning
@@ -336,25 +352,26 @@ class PlaNet(WorldModelAlgorithm):
     def train(self, gradient_steps: int, batch_size: int | None = None) -> None:
         """``gradient_steps`` model updates on sampled sequences, then ``logger.record`` of the mean terms.
 
-        :raises FloatingPointError: if the loss is NaN or infinite (the message lists the terms).
+        :raises FloatingPointError: if the loss or its gradient norm is NaN or infinite, before the update
+            (the message lists the loss terms).
         """
         batch_size = batch_size or self.batch_size
         policy = self.policy
         policy.set_training_mode(True)
         self._update_learning_rate(policy.optimizer)
+        if policy.normalize_rewards:
+            policy.set_reward_scale(self.replay_buffer.stored_rewards())
+        window = self._window_length()
         totals: dict[str, float] = defaultdict(float)
         for _ in range(gradient_steps):
-            samples = self.replay_buffer.sample_sequences(batch_size, self.sequence_length)
+            samples = self.replay_buffer.sample_sequences(batch_size, window)
             losses = self._compute_losses(samples)
             loss = losses["loss"]
-            if not th.isfinite(loss):
-                terms = {key: float(value.detach()) for key, value in losses.items()}
-                raise FloatingPointError(
-                    f"PlaNet loss is not finite after {self._n_updates} updates: {terms}"
-                )
+            self._check_finite(losses, "loss", step=self._n_updates + 1)
             policy.optimizer.zero_grad()
             loss.backward()
             grad_norm = th.nn.utils.clip_grad_norm_(policy.parameters(), self.max_grad_norm)
+            self._check_finite(grad_norm, "gradient norm", step=self._n_updates + 1)
             policy.optimizer.step()
             self._n_updates += 1
             for key, value in losses.items():

@@ -28,8 +28,9 @@ Every setting of the model and the planner is an argument of :class:`PlaNetPolic
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,10 +43,13 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_mb.common.checks import describe_non_finite
 from sb3_mb.common.conv import IMAGE_SIZE, ConvDecoder, ConvEncoder, preprocess_observation
 from sb3_mb.common.distributions import gaussian_nll
 from sb3_mb.common.planners import CategoricalCEM, GaussianCEM, PlanResult
 from sb3_mb.common.states import StateSpec
+from sb3_mb.common.symlog import SCALE_QUANTILE as REWARD_SCALE_QUANTILE
+from sb3_mb.common.symlog import reward_scale, symexp, symlog
 from sb3_mb.planet.rssm import RSSM
 
 
@@ -69,12 +73,21 @@ class PlaNetState(NamedTuple):
 
 
 def check_action_space(action_space: spaces.Space) -> None:
-    """Raise a clear error unless ``action_space`` is a bounded ``Box`` or a ``Discrete``.
+    """Raise a clear error unless ``action_space`` is a flat bounded ``Box`` or a ``Discrete``.
 
-    :raises TypeError: for other action space types. :raises ValueError: for an unbounded ``Box``.
+    :raises ValueError: for other action space types, a ``Box`` that is not flat ``(action_dim,)``, or an
+        unbounded ``Box``.
     """
     if not isinstance(action_space, spaces.Box | spaces.Discrete):
-        raise TypeError(f"PlaNet supports Box or Discrete action spaces, got the action space {action_space}")
+        raise ValueError(
+            f"PlaNet supports Box or Discrete action spaces, got the action space {action_space}"
+        )
+    if isinstance(action_space, spaces.Box) and len(action_space.shape) != 1:
+        raise ValueError(
+            f"PlaNet needs a flat Box action space of shape (action_dim,), got shape {action_space.shape} "
+            f"({action_space}); wrap the env so that it takes flat actions of shape "
+            f"({int(np.prod(action_space.shape))},)"
+        )
     if isinstance(action_space, spaces.Box) and not (
         np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))
     ):
@@ -87,12 +100,12 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, us
     Supported: ``Box`` (bounded) or ``Discrete`` actions; ``Box`` vector observations (``MlpPolicy``) or
     ``(C, 64, 64)`` uint8 images, channel-first after SB3's ``VecTransposeImage`` (``CnnPolicy``).
 
-    :raises TypeError: for any other observation or action space type.
-    :raises ValueError: for unbounded ``Box`` actions, or observations of the wrong shape for the policy.
+    :raises ValueError: for any other observation or action space type, ``Box`` actions that are unbounded or
+        not flat, or observations of the wrong shape for the policy.
     """
     check_action_space(action_space)
     if not isinstance(observation_space, spaces.Box):
-        raise TypeError(
+        raise ValueError(
             f"PlaNet supports Box observation spaces (vectors or 64x64 images), got the observation space "
             f"{observation_space}"
         )
@@ -133,18 +146,32 @@ class PlaNetPolicy(BasePolicy):
     :param reward_hidden_sizes: hidden layers of the reward head (paper: 3 x 300; Rose's fork: 2 x 100).
     :param activation_fn: activation of every network (ReLU).
     :param bit_depth: image quantisation in bits (5).
+    :param normalize_rewards: the reward head predicts ``symlog(r / reward_scale)`` and :meth:`reward` returns
+        ``reward_scale * symexp(prediction)`` (True), with ``reward_scale`` measured once on the replay buffer
+        at the first update and saved with the model (:meth:`set_reward_scale`). A deviation from the paper's
+        unit-variance likelihood of raw rewards, which makes the reward term's weight against the observation
+        and KL terms depend on the reward's units (rewards x 1e3 swamp it, x 1e-3 vanish) and lets rare large
+        rewards dominate the fit. Dividing by a measured scale makes learning invariant to the units; the
+        symlog turns a target error ``e`` into a reward error of about ``e (reward_scale + |r|)``: absolute
+        below the scale, relative above it. False: the paper's.
     :param planning_horizon: CEM horizon H in agent steps (12).
     :param n_candidates: action sequences per CEM iteration and env, J (1000).
     :param n_elites: best sequences the CEM refits on, K (100).
     :param n_iterations: CEM iterations, I (10).
     :param warm_start: start each CEM from the previous plan shifted one step (Rose's fork) instead of zeros.
+    :param plan_on_prior_mean: score each candidate on the prior's mean trajectory from the posterior's mean,
+        instead of one sampled trajectory from the posterior's sample (False: the paper's). While the KL stays
+        under ``free_nats`` (vector observations carry a few nats a step) the prior's spread is not trained,
+        and one sample per candidate makes the ranking noisy: on the double integrator the sampled return of
+        one plan had a standard deviation of 3-15 where the best plan and doing nothing differ by 5 (see
+        ``hyperparams/planet.yml``).
     :param discount: per-step discount of the planning objective (paper: 1, undiscounted; Rose's fork: 0.99).
     :param exploration_noise: std of the Gaussian noise added to ``Box`` actions while exploring, in the
         ``[-1, 1]`` scale (0.3).
     :param exploration_epsilon: ε of the ε-greedy exploration of ``Discrete`` actions (Rose's fork: 0.1).
     :param optimizer_class: (Adam). :param optimizer_kwargs: (``{"eps": 1e-4}``, the paper's Adam epsilon).
-    :raises TypeError, ValueError: see :func:`check_spaces`; ``ValueError`` also for CEM sizes that do not fit
-        (``n_elites > n_candidates``, a size below 1).
+    :raises ValueError: see :func:`check_spaces`; also for CEM sizes that do not fit (``n_elites >
+        n_candidates``, a size below 1).
     """
 
     def __init__(
@@ -163,11 +190,13 @@ class PlaNetPolicy(BasePolicy):
         reward_hidden_sizes: tuple[int, ...] = (300, 300, 300),
         activation_fn: type[nn.Module] = nn.ReLU,
         bit_depth: int = 5,
+        normalize_rewards: bool = True,
         planning_horizon: int = 12,
         n_candidates: int = 1000,
         n_elites: int = 100,
         n_iterations: int = 10,
         warm_start: bool = False,
+        plan_on_prior_mean: bool = False,
         discount: float = 1.0,
         exploration_noise: float = 0.3,
         exploration_epsilon: float = 0.1,
@@ -188,10 +217,12 @@ class PlaNetPolicy(BasePolicy):
         self.belief_size, self.state_size, self.hidden_size = belief_size, state_size, hidden_size
         self.min_std, self.future_rnn, self.use_conv = min_std, future_rnn, use_conv
         self.cnn_depth, self.activation_fn, self.bit_depth = cnn_depth, activation_fn, bit_depth
+        self.normalize_rewards = normalize_rewards
         self.mlp_hidden_sizes, self.reward_hidden_sizes = tuple(mlp_hidden_sizes), tuple(reward_hidden_sizes)
         self.planning_horizon, self.n_candidates = planning_horizon, n_candidates
         self.n_elites, self.n_iterations = n_elites, n_iterations
         self.warm_start, self.discount = warm_start, discount
+        self.plan_on_prior_mean = plan_on_prior_mean
         self.exploration_noise, self.exploration_epsilon = exploration_noise, exploration_epsilon
 
         if use_conv:
@@ -222,6 +253,8 @@ class PlaNetPolicy(BasePolicy):
         self.reward_model = nn.Sequential(
             *create_mlp(feature_dim, 1, list(self.reward_hidden_sizes), activation_fn)
         )
+        # The reward unit of normalize_rewards; 0 until measured (set_reward_scale). A buffer, so it is saved.
+        self.register_buffer("reward_scale", th.zeros(()))
 
         cem_class = CategoricalCEM if self.discrete else GaussianCEM
         self.planner = cem_class(planning_horizon, self.action_dim, n_candidates, n_elites, n_iterations)
@@ -271,16 +304,52 @@ class PlaNetPolicy(BasePolicy):
             return F.one_hot(actions[..., 0].long(), self.action_dim).float()
         return actions.float()
 
+    def set_reward_scale(self, rewards: np.ndarray) -> bool:
+        """Measure ``reward_scale`` from rewards ``(n,)`` (``normalize_rewards``): the
+        ``REWARD_SCALE_QUANTILE`` (10 %) quantile of the non-zero ``|r|``, kept once set, so the reward head's
+        targets never move under it.
+
+        A low quantile, not the median or the std: the symlog keeps absolute precision below the scale, and
+        the best behaviour often earns the smallest rewards (costs near 0). On the double integrator the seed
+        episodes' median ``|r|`` ranged from 23c to about 100c between seeds, which left the model unable to
+        tell staying at position 1 (-c a step) from the origin (0); the 10 % quantile is about c (cost 11 ->
+        0.5 at seed 2, see ``hyperparams/planet.yml``).
+
+        :return: whether the scale is set (False while every reward is 0; zero rewards have the target 0
+            whatever the scale, so nothing learnt before is lost when it is set later).
+        """
+        if self.reward_scale > 0:
+            return True
+        scale = reward_scale(rewards, REWARD_SCALE_QUANTILE)
+        if scale is None:
+            return False
+        self.reward_scale.fill_(scale)
+        return True
+
+    def reward_target(self, rewards: th.Tensor) -> th.Tensor:
+        """The reward head's target: ``symlog(r / reward_scale)`` with ``normalize_rewards``, else ``r``."""
+        if not self.normalize_rewards:
+            return rewards
+        return symlog(rewards / self._reward_unit())
+
+    def _reward_unit(self) -> th.Tensor:
+        """``reward_scale``, or 1 while it is unmeasured (0)."""
+        return th.where(self.reward_scale > 0, self.reward_scale, th.ones_like(self.reward_scale))
+
     def reward(self, features: th.Tensor) -> th.Tensor:
-        """Predicted mean reward ``(...)`` from features ``(..., belief_size + state_size)``."""
-        return self.reward_model(features)[..., 0]
+        """Predicted mean reward ``(...)`` in the env's units from features ``(..., feature_dim)``."""
+        prediction = self.reward_model(features)[..., 0]
+        if not self.normalize_rewards:
+            return prediction
+        return symexp(prediction) * self._reward_unit()
 
     def reward_nll(self, features: th.Tensor, rewards: th.Tensor) -> th.Tensor:
-        """NLL (nats) of ``rewards`` ``(...)`` under the unit-variance Gaussian ``p(r_t | h_t, s_t)``.
+        """NLL (nats) of ``rewards`` ``(...)`` under the unit-variance Gaussian ``p(r_t | h_t, s_t)``, in the
+        head's space (:meth:`reward_target`).
 
         :param features: ``(..., belief_size + state_size)``. :return: ``(...)``, no reduction.
         """
-        return gaussian_nll(rewards, self.reward(features))
+        return gaussian_nll(self.reward_target(rewards), self.reward_model(features)[..., 0])
 
     def observation_nll(self, features: th.Tensor, target: th.Tensor) -> th.Tensor:
         """NLL (nats) of ``target`` under the unit-variance Gaussian decoder ``p(o_t | h_t, s_t)``, summed
@@ -319,7 +388,7 @@ class PlaNetPolicy(BasePolicy):
             actions = actions.reshape(rows, horizon, -1)
             total = th.zeros(rows, device=actions.device)
             for t in range(horizon):
-                prior = self.rssm.img_step(h, s, actions[:, t], generator)
+                prior = self.rssm.img_step(h, s, actions[:, t], generator, sample=not self.plan_on_prior_mean)
                 h, s = prior.belief, prior.sample
                 total += weights[t] * self.reward(RSSM.features(prior))
             return total.reshape(n_envs, n_candidates)
@@ -373,7 +442,9 @@ class PlaNetPolicy(BasePolicy):
         embedding = self.encoder(self.preprocess(observation, noise=True, generator=generator))
         _, posterior = self.rssm.obs_step(belief, posterior_sample, prev_action, embedding, generator)
         initial_plan = plan if self.warm_start else th.zeros_like(plan)
-        result = self.plan(posterior.belief, posterior.sample, initial_plan, generator)
+        # The filter carries the posterior sample either way; the plan may start from the mean.
+        start = posterior.mean if self.plan_on_prior_mean else posterior.sample
+        result = self.plan(posterior.belief, start, initial_plan, generator)
 
         if self.discrete:
             index = result.action_index
@@ -397,12 +468,30 @@ class PlaNetPolicy(BasePolicy):
         )
         return action, new_state, result
 
-    def make_generator(self) -> th.Generator:
-        """A ``torch.Generator`` on the policy's device seeded from torch's global RNG.
+    def make_generator(self, seed_inputs: Sequence[np.ndarray] | None = None) -> th.Generator:
+        """A ``torch.Generator`` on the policy's device for one call's random draws (posterior sample, CEM
+        candidates, image dequantisation noise, exploration).
 
-        So ``model.set_random_seed(s)`` (which seeds torch) makes every later ``predict`` reproducible.
+        With ``seed_inputs`` (``predict(..., deterministic=True)``: the observation and the state after the
+        ``episode_start`` reset, its plan only with ``warm_start``) it is seeded from a hash of those arrays,
+        so the action is a function of ``predict``'s arguments alone: a saved and reloaded agent, in any
+        process and whatever the global RNGs, replays the same actions, while successive steps still draw
+        different noise (one fixed seed would repeat the posterior sample's noise at every step and bias the
+        belief: the point-mass learning test fell from -14 to -22). Without, it is seeded from torch's global
+        RNG, so ``model.set_random_seed(s)`` (which seeds torch) makes every later exploring call
+        reproducible.
         """
-        seed = int(th.randint(0, 2**62, (1,)).item())
+        if seed_inputs is None:
+            seed = int(th.randint(0, 2**62, (1,)).item())
+        else:
+            digest = hashlib.blake2b(digest_size=8)
+            for part in seed_inputs:
+                array = np.ascontiguousarray(part)
+                if np.issubdtype(array.dtype, np.floating):
+                    array = array + 0.0  # -0.0 (a reset row: state * 0) hashes as 0.0
+                digest.update(f"{array.dtype}{array.shape}".encode())
+                digest.update(array.tobytes())
+            seed = int.from_bytes(digest.digest(), "little") >> 2
         return th.Generator(device=self.device).manual_seed(seed)
 
     def predict(
@@ -417,21 +506,41 @@ class PlaNetPolicy(BasePolicy):
         :param observation: one observation ``obs_shape`` or a batch ``(n_envs, *obs_shape)``.
         :param state: the :class:`PlaNetState` returned by the previous call, or None for zeros.
         :param episode_start: ``(n_envs,)`` booleans resetting the state's rows; None: no reset.
-        :param deterministic: without exploration noise.
+        :param deterministic: without exploration noise, and with a generator seeded from the observation
+            and the state (:meth:`make_generator`): the same arguments give the same actions.
         :return: ``(action, state)``; the action is unbatched when the observation was.
-        :raises TypeError: for ``Dict`` observations. :raises ValueError: see :meth:`act`.
+        :raises ValueError: for ``Dict`` observations; see :meth:`act` for the state and ``episode_start``.
+        :raises FloatingPointError: for an observation holding NaN or inf (naming the envs).
         """
         self.set_training_mode(False)
         if isinstance(observation, dict):
-            raise TypeError("PlaNet does not support Dict observation spaces")
+            raise ValueError("PlaNet does not support Dict observation spaces; it needs a Box observation")
+        observation = np.asarray(observation)
+        if np.issubdtype(observation.dtype, np.floating) and not np.all(np.isfinite(observation)):
+            batch = observation if observation.ndim > len(self.observation_space.shape) else observation[None]
+            bad = np.flatnonzero(~np.isfinite(batch.reshape(len(batch), -1)).all(axis=1))
+            raise FloatingPointError(
+                f"PlaNet: predict got an observation with NaN or inf (env {', '.join(map(str, bad))}): "
+                f"{describe_non_finite(observation)}; it would plan from a meaningless belief"
+            )
         obs_tensor, vectorized_env = self.obs_to_tensor(observation)
-        generator = self.make_generator()
-        action, new_state, _ = self.act(obs_tensor, state, episode_start, deterministic, generator)
+        state = self.state_spec.prepare(state, episode_start, obs_tensor.shape[0])
+        # The inputs the action depends on: the carried plan only with warm start.
+        seed_inputs = (
+            observation.astype(self.observation_space.dtype, copy=False),
+            state.belief,
+            state.posterior_sample,
+            state.prev_action,
+            *((state.plan,) if self.warm_start else ()),
+        )
+        generator = self.make_generator(seed_inputs if deterministic else None)
+        action, new_state, _ = self.act(obs_tensor, state, None, deterministic, generator)
         return (action if vectorized_env else action.squeeze(axis=0)), new_state
 
     def _predict(self, observation: th.Tensor, deterministic: bool = False) -> th.Tensor:
         """Stateless action from a zero state; :meth:`predict` is the stateful entry point."""
-        action, _, _ = self.act(observation, None, None, deterministic, self.make_generator())
+        generator = self.make_generator((observation.cpu().numpy(),) if deterministic else None)
+        action, _, _ = self.act(observation, None, None, deterministic, generator)
         return th.as_tensor(action)
 
 
