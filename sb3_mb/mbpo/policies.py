@@ -70,6 +70,11 @@ class MBPOPolicy(SACPolicy):
     :param model_activation_fn: activation of the members (``nn.SiLU``).
     :param model_deterministic: mean-only head instead of a Gaussian one; MBPO sets it from its
         ``model_loss`` (a Gaussian head for ``"nll"`` only).
+    :param model_normalize_targets: the ensemble predicts standardised ``[s' - s, r]`` and returns raw units
+        (:class:`~sb3_mb.common.dynamics.DynamicsModel`); off as in MBPO's code, which normalises the inputs
+        only. Turn it on when the reward's units are far from the state differences' (on
+        ``sb3_mb/DoubleIntegrator-v0`` the off model does not learn at all: its error equals the targets'
+        std).
     :raises ValueError: for bad sizes (:class:`~sb3_mb.common.ensemble.EnsembleMLP`) or bounds.
     """
 
@@ -88,6 +93,7 @@ class MBPOPolicy(SACPolicy):
         model_n_elites: int = 5,
         model_activation_fn: type[nn.Module] = nn.SiLU,
         model_deterministic: bool = False,
+        model_normalize_targets: bool = False,
         **sac_kwargs: Any,
     ):
         self.log_std_bounds = tuple(log_std_bounds)  # read by make_actor() inside SACPolicy.__init__
@@ -95,6 +101,7 @@ class MBPOPolicy(SACPolicy):
         self.model_net_arch = [200, 200, 200, 200] if model_net_arch is None else list(model_net_arch)
         self.model_ensemble_size, self.model_n_elites = model_ensemble_size, model_n_elites
         self.model_activation_fn, self.model_deterministic = model_activation_fn, model_deterministic
+        self.model_normalize_targets = model_normalize_targets
         self.dynamics = DynamicsModel(
             int(observation_space.shape[0]),
             int(action_space.shape[0]),
@@ -103,6 +110,7 @@ class MBPOPolicy(SACPolicy):
             activation_fn=model_activation_fn,
             deterministic=model_deterministic,
             n_elites=model_n_elites,
+            normalize_targets=model_normalize_targets,
         )
 
     def make_actor(self, features_extractor=None) -> MBPOActor:
@@ -118,6 +126,7 @@ class MBPOPolicy(SACPolicy):
             "model_n_elites": self.model_n_elites,
             "model_activation_fn": self.model_activation_fn,
             "model_deterministic": self.model_deterministic,
+            "model_normalize_targets": self.model_normalize_targets,
         }
 
 
