@@ -11,8 +11,19 @@ from sb3_mb.mbpo import MBPO
 from sb3_mb.planet import PlaNet
 from sb3_mb.registry import ALGOS, AlgoSpec, get_algorithm, list_algorithms
 from sb3_mb.steve import STEVE
+from sb3_mb.worldmodels import WorldModels
 
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as _file_handler:
     __version__ = _file_handler.read().strip()
 
-__all__ = ["ALGOS", "MBPO", "STEVE", "PlaNet", "AlgoSpec", "get_algorithm", "list_algorithms", "__version__"]
+__all__ = [
+    "ALGOS",
+    "MBPO",
+    "STEVE",
+    "PlaNet",
+    "WorldModels",
+    "AlgoSpec",
+    "get_algorithm",
+    "list_algorithms",
+    "__version__",
+]

@@ -117,6 +117,28 @@ _BUILTIN: list[AlgoSpec] = [
             ),
         ),
     ),
+    AlgoSpec(
+        "worldmodels",
+        "sb3_mb.worldmodels:WorldModels",
+        off_policy=True,
+        stateful=True,
+        test_env="Pendulum-v1",
+        test_kwargs=dict(
+            buffer_size=2000,
+            batch_size=4,
+            sequence_length=16,
+            vae_batch_size=32,
+            n_random_rollouts=1,
+            vae_epochs=1,
+            mdn_epochs=1,
+            population_size=4,
+            rollouts_per_candidate=1,
+            n_generations=1,
+            max_episode_steps=50,
+            policy_kwargs=dict(z_dim=4, hidden_size=16, n_mixtures=2, mlp_hidden_sizes=(16,)),
+        ),
+        test_timesteps=300,
+    ),
 ]
 
 ALGOS: dict[str, AlgoSpec] = {spec.name: spec for spec in _BUILTIN}

@@ -163,10 +163,24 @@ def sample_steve_params(
     }
 
 
+def sample_worldmodels_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
+) -> dict[str, Any]:
+    """World Models (Ha and Schmidhuber 2018, arXiv:1803.10122): M's and V's learning rates, CMA-ES's initial
+    step size and the dream's temperature τ (the paper uses 1.0 to 1.3); the stage sizes stay the entry's."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True),
+        "vae_learning_rate": trial.suggest_float("vae_learning_rate", 1e-5, 3e-3, log=True),
+        "sigma0": trial.suggest_float("sigma0", 0.03, 1.0, log=True),
+        "temperature": trial.suggest_float("temperature", 0.5, 1.5),
+    }
+
+
 SAMPLERS: dict[str, Sampler] = {
     "mbpo": sample_mbpo_params,
     "planet": sample_planet_params,
     "steve": sample_steve_params,
+    "worldmodels": sample_worldmodels_params,
 }
 
 

@@ -30,6 +30,7 @@ CASES = {
     "mbpo": ("Pendulum-v1", 300, 200),
     "planet": ("sb3_mb/CartpoleBalance-v0", 300, 125),
     "steve": ("Pendulum-v1", 300, 200),
+    "worldmodels": ("Pendulum-v1", 300, 200),
 }
 
 

@@ -43,7 +43,12 @@ CHEAP = {
         warm_start=True,
     ),
 }
-ENV = {"mbpo": "Pendulum-v1", "planet": "sb3_mb/CartpoleBalance-v0", "steve": "Pendulum-v1"}
+ENV = {
+    "mbpo": "Pendulum-v1",
+    "planet": "sb3_mb/CartpoleBalance-v0",
+    "steve": "Pendulum-v1",
+    "worldmodels": "Pendulum-v1",
+}
 # Past the debug entry's warm-up: MBPO 200 steps; PlaNet one episode, 40 steps with an action repeat of 25.
 N_STEPS = {"mbpo": 300, "planet": 60}
 ENV_KWARGS = {"mbpo": [], "planet": ["--env-kwargs", "action_repeat:25"]}
@@ -165,6 +170,7 @@ SHORT_RUN = {
     "mbpo": (6, dict(learning_starts=50, model_train_freq=50, epoch_length=50, buffer_size=1000), 53),
     "planet": (4, {}, 125),
     "steve": (4, dict(learning_starts=50, model_pretrain_steps=10, buffer_size=1000), 53),
+    "worldmodels": (3, dict(max_episode_steps=20), 210),  # a random Pendulum episode (200 steps), a round
 }
 
 

@@ -27,6 +27,13 @@ CASES = [
         "learning_starts:100 batch_size:32 gradient_steps:1 model_pretrain_steps:20 "
         "policy_kwargs:dict(net_arch=[32,32],model_net_arch=[32,32])",
     ),
+    (
+        "worldmodels",
+        "Pendulum-v1",
+        "n_random_rollouts:1 mdn_epochs:1 batch_size:4 sequence_length:8 population_size:4 "
+        "rollouts_per_candidate:1 n_generations:1 max_episode_steps:20 "
+        "policy_kwargs:dict(z_dim=4,hidden_size=8,n_mixtures=2,mlp_hidden_sizes=(16,))",
+    ),
 ]
 
 

@@ -1,0 +1,240 @@
+"""Training C with CMA-ES (Ha & Schmidhuber 2018, arXiv:1803.10122, Sec. 3.3 and App. A.3; Hansen 2016,
+arXiv:1604.00772), with the ``cma`` library.
+
+A generation: CMA-ES proposes ``population_size`` candidate weight vectors of C (paper: 64); each is scored
+by the mean return of ``rollouts_per_candidate`` episodes (paper: 16) in the real env or in the dream; the
+returns are told to CMA-ES (which minimises, so it gets their negatives). C is then set to the distribution's
+mean (``xfavorite``; estool's ``current_param``, which the original evaluates and saves).
+
+The episodes of candidate ``i`` in generation ``g`` are seeded from ``(seed, g, i)`` alone
+(``numpy.random.SeedSequence``), and every candidate is scored by the same function whether it runs here
+or in a worker process, so a generation's result does not depend on ``n_workers``. Workers are local
+processes (``multiprocessing``, ``forkserver`` where available, else ``spawn``), each with one torch thread;
+they rebuild the policy from its constructor arguments and weights once per stage.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+import gymnasium as gym
+import numpy as np
+import torch as th
+
+from sb3_mb.worldmodels.dream import DreamEnv
+from sb3_mb.worldmodels.policies import WorldModelsPolicy
+
+__all__ = ["ControllerES", "RolloutEvaluator", "evaluate_population"]
+
+
+def _import_cma() -> Any:
+    """The ``cma`` package (the ``wm`` extra), imported on first use so that ``import sb3_mb`` works without.
+
+    :raises ImportError: saying how to install it.
+    """
+    try:
+        with warnings.catch_warnings():  # cma warns at import that matplotlib (for cma.plot) is missing
+            warnings.filterwarnings("ignore", message="Could not import matplotlib", category=UserWarning)
+            import cma
+    except ImportError as error:  # pragma: no cover - the tests install it
+        raise ImportError(
+            "World Models trains its controller with CMA-ES from the cma package: pip install 'sb3-mb[wm]'"
+        ) from error
+    return cma
+
+
+class ControllerES:
+    """CMA-ES over C's weights (``cma.CMAEvolutionStrategy``), its own RNG, and the rollout seeds.
+
+    It pickles whole (CMA-ES's mean, step size, covariance, evolution paths, generation counter and RNG
+    state), so a saved agent resumes its controller training where it stopped.
+
+    :param x0: starting mean ``(n_parameters,)`` (the original: zeros).
+    :param population_size: candidates per generation (paper: 64).
+    :param sigma0: initial step size (the original's ``sigma_init``: 0.1).
+    :param seed: seeds CMA-ES's sampling and the rollout seeds.
+    :raises ValueError: for ``population_size < 2`` or fewer than 2 parameters.
+    """
+
+    def __init__(self, x0: np.ndarray, population_size: int = 64, sigma0: float = 0.1, seed: int = 0):
+        x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
+        if population_size < 2:
+            raise ValueError(f"population_size must be >= 2, got {population_size}")
+        if x0.size < 2:
+            raise ValueError(f"CMA-ES needs at least 2 parameters, got {x0.size}")
+        self.population_size, self.seed = population_size, int(seed)
+        cma = _import_cma()
+        rng = np.random.RandomState(self.seed)
+        # 'randn' from our own RandomState: cma then leaves NumPy's global RNG alone (seed=nan: no reseeding).
+        self.es = cma.CMAEvolutionStrategy(
+            x0, sigma0, {"popsize": population_size, "randn": rng.randn, "seed": np.nan, "verbose": -9}
+        )
+        self.best_return = -np.inf
+
+    @property
+    def generation(self) -> int:
+        """Generations told so far."""
+        return int(self.es.countiter)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The search distribution's mean ``(n_parameters,)``: the weights C takes."""
+        return np.asarray(self.es.result.xfavorite, dtype=np.float64)
+
+    @property
+    def sigma(self) -> float:
+        """CMA-ES's current step size."""
+        return float(self.es.sigma)
+
+    def ask(self) -> np.ndarray:
+        """The candidates of the next generation, ``(population_size, n_parameters)``."""
+        return np.asarray(self.es.ask(), dtype=np.float64)
+
+    def rollout_seeds(self, candidate: int, n_rollouts: int) -> list[int]:
+        """Env seeds of candidate ``candidate``'s episodes in the coming generation (from seed, generation and
+        candidate only)."""
+        sequence = np.random.SeedSequence([self.seed, self.generation, candidate])
+        return [int(s) for s in sequence.generate_state(n_rollouts)]
+
+    def tell(self, candidates: np.ndarray, returns: Sequence[float]) -> dict[str, float]:
+        """Tell CMA-ES the candidates' mean returns (it minimises their negatives).
+
+        :return: the generation's statistics: ``best`` and ``mean`` return of the population, ``sigma``
+            after the update, ``best_ever``.
+        """
+        returns = np.asarray(returns, dtype=np.float64)
+        self.es.tell(list(candidates), list(-returns))
+        self.best_return = max(self.best_return, float(returns.max()))
+        return {
+            "best": float(returns.max()),
+            "mean": float(returns.mean()),
+            "sigma": self.sigma,
+            "best_ever": self.best_return,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- rollouts
+@dataclass
+class RolloutEvaluator:
+    """Scores a candidate of C: mean return of its episodes, in the real env or in the dream.
+
+    :ivar policy: the policy whose V and M C runs on (its ``controller`` is overwritten by each candidate).
+    :ivar env: a Gymnasium env: the real env (observations through V and M, as ``predict``) or a
+        :class:`~sb3_mb.worldmodels.dream.DreamEnv` (observations are already ``[z, h]``).
+    :ivar max_episode_steps: cut each episode after this many steps (None: the env's own limit).
+    """
+
+    policy: WorldModelsPolicy
+    env: gym.Env
+    max_episode_steps: int | None = None
+    env_steps: int = field(default=0)
+
+    @th.no_grad()
+    def episode_return(self, seed: int) -> float:
+        """Undiscounted return of one episode with C's deterministic action (posterior mean of ``z``)."""
+        env, policy, dream = self.env, self.policy, isinstance(self.env, DreamEnv)
+        obs, _ = env.reset(seed=seed)
+        state, total, t = None, 0.0, 0
+        while True:
+            if dream:
+                features = th.as_tensor(obs[None], dtype=th.float32, device=policy.device)
+                action = policy.controller_action(features)[0][0]
+            else:
+                action, state = policy.predict(obs, state, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            t += 1
+            if (
+                terminated
+                or truncated
+                or (self.max_episode_steps is not None and t >= self.max_episode_steps)
+            ):
+                break
+        self.env_steps += t
+        return total
+
+    def evaluate(self, candidate: np.ndarray, seeds: Sequence[int]) -> float:
+        """Mean return of C with weights ``candidate`` over episodes seeded with ``seeds``."""
+        self.policy.controller.set_vector(candidate)
+        return float(np.mean([self.episode_return(seed) for seed in seeds]))
+
+
+@dataclass
+class WorkerSpec:
+    """What a worker process needs to rebuild a :class:`RolloutEvaluator`: cloudpickled once per stage."""
+
+    policy_class: type[WorldModelsPolicy]
+    policy_parameters: dict[str, Any]
+    state_dict: dict[str, th.Tensor]
+    make_env: Callable[[WorldModelsPolicy], gym.Env]
+    max_episode_steps: int | None
+
+    def build(self) -> RolloutEvaluator:
+        policy = self.policy_class(**self.policy_parameters)
+        policy.load_state_dict(self.state_dict)
+        policy.set_training_mode(False)
+        return RolloutEvaluator(policy, self.make_env(policy), self.max_episode_steps)
+
+
+_WORKER: RolloutEvaluator | None = None
+_WORKER_ERROR: BaseException | None = None
+
+
+def _init_worker(payload: bytes) -> None:
+    # An error here is kept and raised by the first task: a failing pool initializer would make
+    # multiprocessing replace the worker forever instead of reporting it.
+    global _WORKER, _WORKER_ERROR
+    th.set_num_threads(1)
+    try:
+        _WORKER = cloudpickle.loads(payload).build()
+    except Exception as error:
+        _WORKER_ERROR = error
+
+
+def _evaluate_in_worker(task: tuple[np.ndarray, list[int]]) -> tuple[float, int]:
+    if _WORKER_ERROR is not None:
+        raise RuntimeError(
+            f"the worker could not build its policy and env: {_WORKER_ERROR!r}"
+        ) from _WORKER_ERROR
+    assert _WORKER is not None, "worker not initialised"
+    before = _WORKER.env_steps
+    value = _WORKER.evaluate(*task)
+    return value, _WORKER.env_steps - before
+
+
+def make_pool(n_workers: int, spec: WorkerSpec) -> Any:
+    """A pool of ``n_workers`` local processes, each holding the :class:`RolloutEvaluator` of ``spec``."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    return context.Pool(n_workers, initializer=_init_worker, initargs=(cloudpickle.dumps(spec),))
+
+
+def evaluate_population(
+    candidates: np.ndarray,
+    seeds: Sequence[Sequence[int]],
+    evaluator: RolloutEvaluator | None = None,
+    pool: Any = None,
+) -> tuple[np.ndarray, int]:
+    """Scores of ``candidates (population, n_parameters)``, candidate ``i`` over the episodes ``seeds[i]``:
+    in-process with ``evaluator`` or in ``pool`` (:func:`make_pool`), with the same result.
+
+    :return: ``(returns (population,), env steps taken)``.
+    :raises ValueError: unless exactly one of ``evaluator`` and ``pool`` is given.
+    """
+    if (evaluator is None) == (pool is None):
+        raise ValueError("give exactly one of evaluator (in-process) and pool (worker processes)")
+    tasks = [
+        (candidate, list(candidate_seeds))
+        for candidate, candidate_seeds in zip(candidates, seeds, strict=True)
+    ]
+    if pool is not None:
+        results = pool.map(_evaluate_in_worker, tasks, chunksize=1)
+        return np.array([value for value, _ in results]), int(sum(steps for _, steps in results))
+    before = evaluator.env_steps
+    returns = np.array([evaluator.evaluate(*task) for task in tasks])
+    return returns, evaluator.env_steps - before
