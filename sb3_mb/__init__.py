@@ -13,12 +13,24 @@ from sb3_mb.registry import ALGOS, AlgoSpec, get_algorithm, list_algorithms
 from sb3_mb.steve import STEVE
 from sb3_mb.worldmodels import WorldModels
 
+
+def __getattr__(name: str):
+    """``sb3_mb.GammaModel`` on first use: it needs ``zuko`` (the ``gamma`` extra), which ``import sb3_mb``
+    does not."""
+    if name == "GammaModel":
+        from sb3_mb.gammamodels import GammaModel
+
+        return GammaModel
+    raise AttributeError(f"module 'sb3_mb' has no attribute {name!r}")
+
+
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as _file_handler:
     __version__ = _file_handler.read().strip()
 
 __all__ = [
     "ALGOS",
     "MBPO",
+    "GammaModel",
     "STEVE",
     "PlaNet",
     "WorldModels",
