@@ -81,6 +81,24 @@ def read_hyperparams_file(path: str | Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
+def constructor_parameters(algorithm_class: type) -> set[str]:
+    """Names the constructor of ``algorithm_class`` accepts: its own, and, when it passes ``**kwargs`` on
+    (as :class:`~sb3_mb.gammamodels.GammaMVE` does to SB3's SAC), those of the next base class."""
+    names: set[str] = set()
+    for cls in algorithm_class.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        signature = inspect.signature(cls.__init__)
+        names |= {
+            name
+            for name, p in signature.parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+        if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+            break
+    return names
+
+
 def check_entry(algo: str, entry: dict[str, Any], where: str) -> None:
     """Every key of ``entry`` is a constructor argument of ``algo``'s class or a key rl-zoo3 reads itself.
 
@@ -90,7 +108,7 @@ def check_entry(algo: str, entry: dict[str, Any], where: str) -> None:
     import sb3_mb
 
     algorithm_class = sb3_mb.get_algorithm(algo)
-    parameters = set(inspect.signature(algorithm_class.__init__).parameters) - {"self", "args", "kwargs"}
+    parameters = constructor_parameters(algorithm_class)
     for key in entry:
         if key in COMMAND_LINE_KEYS:
             raise ValueError(f"{where}: {key!r} is set by the zoo's command line, not in the file")

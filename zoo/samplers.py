@@ -176,7 +176,26 @@ def sample_worldmodels_params(
     }
 
 
+def sample_gamma_mve_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
+) -> dict[str, Any]:
+    """γ-MVE (Janner et al. 2020, Sec. 5; spec 1.6): SAC's basics and sizes, the model discount γ̃ as a
+    fraction of γ (``model_gamma <= gamma`` always holds), the expansion horizon H and the γ-model's one-step
+    width σ."""
+    basics = _sample_discount_rate_batch(trial, max_learning_rate=1e-3)
+    model_gamma = basics["gamma"] * trial.suggest_float("model_gamma_fraction", 0.0, 1.0)
+    net_arch = trial.suggest_categorical("net_arch", sorted(NET_ARCH))
+    return {
+        **basics,
+        "model_gamma": model_gamma,
+        "value_expansion_horizon": trial.suggest_int("value_expansion_horizon", 1, 5),
+        "gamma_model_kwargs": {"sigma": trial.suggest_float("sigma", 0.01, 0.3, log=True)},
+        "policy_kwargs": {"net_arch": NET_ARCH[net_arch]},
+    }
+
+
 SAMPLERS: dict[str, Sampler] = {
+    "gammamve": sample_gamma_mve_params,
     "mbpo": sample_mbpo_params,
     "planet": sample_planet_params,
     "steve": sample_steve_params,

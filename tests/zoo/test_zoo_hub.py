@@ -29,6 +29,7 @@ ORGANIZATION = "tester"
 CASES = {
     "mbpo": ("Pendulum-v1", 300, 200),
     "planet": ("sb3_mb/CartpoleBalance-v0", 300, 125),
+    "gammamve": ("Pendulum-v1", 300, 200),
     "steve": ("Pendulum-v1", 300, 200),
     "worldmodels": ("Pendulum-v1", 300, 200),
 }

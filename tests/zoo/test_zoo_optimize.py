@@ -44,6 +44,7 @@ CHEAP = {
     ),
 }
 ENV = {
+    "gammamve": "Pendulum-v1",
     "mbpo": "Pendulum-v1",
     "planet": "sb3_mb/CartpoleBalance-v0",
     "steve": "Pendulum-v1",
@@ -170,6 +171,7 @@ SHORT_RUN = {
     "mbpo": (6, dict(learning_starts=50, model_train_freq=50, epoch_length=50, buffer_size=1000), 53),
     "planet": (4, {}, 125),
     "steve": (4, dict(learning_starts=50, model_pretrain_steps=10, buffer_size=1000), 53),
+    "gammamve": (3, dict(learning_starts=50, model_learning_starts=10, buffer_size=1000), 53),
     "worldmodels": (3, dict(max_episode_steps=20), 210),  # a random Pendulum episode (200 steps), a round
 }
 

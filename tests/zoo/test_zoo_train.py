@@ -28,6 +28,13 @@ CASES = [
         "policy_kwargs:dict(net_arch=[32,32],model_net_arch=[32,32])",
     ),
     (
+        "gammamve",
+        "Pendulum-v1",
+        "learning_starts:100 batch_size:32 model_learning_starts:20 model_batch_size:32 "
+        "gamma_model_kwargs:dict(hidden_sizes=(16,),bins=4,n_blocks=1) reward_net_arch:(16,) "
+        "policy_kwargs:dict(net_arch=[32,32])",
+    ),
+    (
         "worldmodels",
         "Pendulum-v1",
         "n_random_rollouts:1 mdn_epochs:1 batch_size:4 sequence_length:8 population_size:4 "
