@@ -11,7 +11,7 @@ from sb3_mb.mbpo import MBPO
 from sb3_mb.planet import PlaNet
 from sb3_mb.registry import ALGOS, AlgoSpec, get_algorithm, list_algorithms
 from sb3_mb.steve import STEVE
-from sb3_mb.worldmodels import WorldModels
+from sb3_mb.worldmodels import WorldModels, WorldModelsPPO
 
 
 def __getattr__(name: str):
@@ -34,6 +34,7 @@ __all__ = [
     "STEVE",
     "PlaNet",
     "WorldModels",
+    "WorldModelsPPO",
     "AlgoSpec",
     "get_algorithm",
     "list_algorithms",

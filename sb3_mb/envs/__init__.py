@@ -21,7 +21,8 @@ Families (each module names its sources):
   (:mod:`sb3_mb.envs.linear`): the learning tests' linear-quadratic task.
 - ``sb3_mb/{SonicTheHedgehog,SonicTheHedgehog2,SonicAndKnuckles3}-v0`` and ``sb3_mb/AirstrikerContest-v0``:
   stable-retro with the wrapper chain of the Retro contest (Nichol et al. 2018, "Gotta Learn Fast",
-  arXiv:1804.03720) as wassname's Sonic World Models configures it.
+  arXiv:1804.03720) as wassname's Sonic World Models configures it; the Sonic ids draw from the contest's
+  training levels (``split="validation"`` for the held-out ones).
 """
 
 from __future__ import annotations
@@ -102,7 +103,9 @@ _register("DoubleIntegrator-v0", "sb3_mb.envs.linear:DoubleIntegrator")
 _register("SonicTheHedgehog-v0", "sb3_mb.envs.retro:make_retro_contest", game="SonicTheHedgehog-Genesis-v0")
 _register("SonicTheHedgehog2-v0", "sb3_mb.envs.retro:make_retro_contest", game="SonicTheHedgehog2-Genesis-v0")
 _register("SonicAndKnuckles3-v0", "sb3_mb.envs.retro:make_retro_contest", game="SonicAndKnuckles3-Genesis-v0")
-_register("AirstrikerContest-v0", "sb3_mb.envs.retro:make_retro_contest", game="Airstriker-Genesis-v0")
+_register(
+    "AirstrikerContest-v0", "sb3_mb.envs.retro:make_retro_contest", game="Airstriker-Genesis-v0", split=None
+)
 
 del _task, _task_name, _pixels, _action_set, _name, _dims
 

@@ -9,15 +9,21 @@ scale, 128x128 frames).
 Chain built by :func:`make_retro_contest` (inner to outer), as composable wrappers::
 
     stable_retro.make(game, state, scenario, use_restricted_actions=FILTERED, render_mode="rgb_array")
-    -> RandomStateReset(states)              # a random level state of the game at every reset
+    -> RandomStateReset(states)              # a random level state of the game's split at every reset
     -> DiscreteActionTable(button combos)    # "wassname" 10 combos or "retro_baselines" 7 combos
     -> StochasticFrameSkip(n=4, stickprob=0.25)
     -> TimeLimit(4500)                       # the contest: 4500 agent steps = 18 000 frames (wassname: 4000)
+    [-> AllowBacktracking()]                 # optional: reward = increase of the best x progress
     -> RewardScaler(0.005)                   # wassname's RewardScaler (retro-baselines: 0.01)
     -> ResizeObservation((128, 128))         # wassname's WarpFrame: 128x128 RGB, cv2.INTER_AREA
 
 Observations stay ``uint8`` so SB3 recognises images; wassname's ``ScaledFloatFrame`` (/255) is left to the
 model's preprocessing (SB3 divides image observations by 255 itself).
+
+Level splits (:data:`SONIC_SPLITS`): the contest's training split (47 level states over the three games) and
+its validation split (11); a Sonic env draws from the training states of its game by default, so the
+validation levels stay out of training (``split="validation"`` to evaluate on them, ``split=None`` for every
+state of the game). :class:`ScriptedExploration` is the fork's data-collection policy (spec 4.4).
 
 The Sonic ROMs are not distributable; import one with ``python -m stable_retro.import /path/to/roms``.
 Only ``Airstriker-Genesis-v0`` ships with stable-retro, which is why ``sb3_mb/AirstrikerContest-v0`` exists:
@@ -29,7 +35,7 @@ stable-retro allows **one emulator per process**: ``close()`` an env before maki
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import gymnasium
 import numpy as np
@@ -73,6 +79,97 @@ SCENARIOS: dict[str, str | None] = {
     "SonicTheHedgehog2-Genesis-v0": "contest",
     "SonicAndKnuckles3-Genesis-v0": "contest",
 }
+
+#: Episode length of the contest in agent steps (4500 steps = 18 000 frames at frame skip 4; Nichol et al.
+#: 2018).
+CONTEST_MAX_EPISODE_STEPS = 4500
+#: Episode length of wassname's training runs (``TimeLimit(max_episode_steps=4000)``; spec 4.3).
+WASSNAME_MAX_EPISODE_STEPS = 4000
+
+#: The Retro contest's level splits, ``(game, state)`` in the order of the contest's ``sonic-train.csv`` (47
+#: states) and ``sonic-validation.csv`` (11), as shipped with the contest and copied into wassname's
+#: ``data/sonic_env/``. Game ids are stable-retro's (``-v0``). Disjoint; together every state of the three
+#: games (58).
+SONIC_SPLITS: dict[str, tuple[tuple[str, str], ...]] = {
+    "train": (
+        ("SonicTheHedgehog-Genesis-v0", "SpringYardZone.Act3"),
+        ("SonicTheHedgehog-Genesis-v0", "SpringYardZone.Act2"),
+        ("SonicTheHedgehog-Genesis-v0", "GreenHillZone.Act3"),
+        ("SonicTheHedgehog-Genesis-v0", "GreenHillZone.Act1"),
+        ("SonicTheHedgehog-Genesis-v0", "StarLightZone.Act2"),
+        ("SonicTheHedgehog-Genesis-v0", "StarLightZone.Act1"),
+        ("SonicTheHedgehog-Genesis-v0", "MarbleZone.Act2"),
+        ("SonicTheHedgehog-Genesis-v0", "MarbleZone.Act1"),
+        ("SonicTheHedgehog-Genesis-v0", "MarbleZone.Act3"),
+        ("SonicTheHedgehog-Genesis-v0", "ScrapBrainZone.Act2"),
+        ("SonicTheHedgehog-Genesis-v0", "LabyrinthZone.Act2"),
+        ("SonicTheHedgehog-Genesis-v0", "LabyrinthZone.Act1"),
+        ("SonicTheHedgehog-Genesis-v0", "LabyrinthZone.Act3"),
+        ("SonicTheHedgehog2-Genesis-v0", "EmeraldHillZone.Act1"),
+        ("SonicTheHedgehog2-Genesis-v0", "EmeraldHillZone.Act2"),
+        ("SonicTheHedgehog2-Genesis-v0", "ChemicalPlantZone.Act2"),
+        ("SonicTheHedgehog2-Genesis-v0", "ChemicalPlantZone.Act1"),
+        ("SonicTheHedgehog2-Genesis-v0", "MetropolisZone.Act1"),
+        ("SonicTheHedgehog2-Genesis-v0", "MetropolisZone.Act2"),
+        ("SonicTheHedgehog2-Genesis-v0", "OilOceanZone.Act1"),
+        ("SonicTheHedgehog2-Genesis-v0", "OilOceanZone.Act2"),
+        ("SonicTheHedgehog2-Genesis-v0", "MysticCaveZone.Act2"),
+        ("SonicTheHedgehog2-Genesis-v0", "MysticCaveZone.Act1"),
+        ("SonicTheHedgehog2-Genesis-v0", "HillTopZone.Act1"),
+        ("SonicTheHedgehog2-Genesis-v0", "CasinoNightZone.Act1"),
+        ("SonicTheHedgehog2-Genesis-v0", "WingFortressZone"),
+        ("SonicTheHedgehog2-Genesis-v0", "AquaticRuinZone.Act2"),
+        ("SonicTheHedgehog2-Genesis-v0", "AquaticRuinZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "LavaReefZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "CarnivalNightZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "CarnivalNightZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "MarbleGardenZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "MarbleGardenZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "MushroomHillZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "MushroomHillZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "DeathEggZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "DeathEggZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "FlyingBatteryZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "SandopolisZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "SandopolisZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "HiddenPalaceZone"),
+        ("SonicAndKnuckles3-Genesis-v0", "HydrocityZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "IcecapZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "IcecapZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "AngelIslandZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "LaunchBaseZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "LaunchBaseZone.Act1"),
+    ),
+    "validation": (
+        ("SonicTheHedgehog-Genesis-v0", "SpringYardZone.Act1"),
+        ("SonicTheHedgehog-Genesis-v0", "GreenHillZone.Act2"),
+        ("SonicTheHedgehog-Genesis-v0", "StarLightZone.Act3"),
+        ("SonicTheHedgehog-Genesis-v0", "ScrapBrainZone.Act1"),
+        ("SonicTheHedgehog2-Genesis-v0", "MetropolisZone.Act3"),
+        ("SonicTheHedgehog2-Genesis-v0", "HillTopZone.Act2"),
+        ("SonicTheHedgehog2-Genesis-v0", "CasinoNightZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "LavaReefZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "FlyingBatteryZone.Act2"),
+        ("SonicAndKnuckles3-Genesis-v0", "HydrocityZone.Act1"),
+        ("SonicAndKnuckles3-Genesis-v0", "AngelIslandZone.Act2"),
+    ),
+}
+
+
+def split_states(game: str, split: str) -> list[str]:
+    """The level states of ``game`` in the contest's ``split`` (``"train"`` or ``"validation"``).
+
+    :raises ValueError: for an unknown split, or a game with no state in the contest's splits.
+    """
+    if split not in SONIC_SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {sorted(SONIC_SPLITS)} or None")
+    states = [state for name, state in SONIC_SPLITS[split] if name == game]
+    if not states:
+        games = sorted({name for name, _ in SONIC_SPLITS[split]})
+        raise ValueError(
+            f"{game} has no level in the contest's {split!r} split (games: {games}); use split=None"
+        )
+    return states
 
 
 def button_table(action_set: str, buttons: Sequence[str] = GENESIS_BUTTONS) -> np.ndarray:
@@ -184,6 +281,96 @@ class RewardScaler(gymnasium.RewardWrapper, gymnasium.utils.RecordConstructorArg
         return float(reward) * self.scale
 
 
+class AllowBacktracking(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
+    """Reward only new progress: ``max(0, x - best x so far)``, ``x`` the episode's summed reward.
+
+    retro-baselines' ``AllowBacktracking`` (the contest's PPO baseline, Nichol et al. 2018): with the
+    x-progress reward, going back and forth is not penalised, so the agent may backtrack past obstacles.
+    wassname's ``05_test.py`` uses it (its training has it commented out). Apply it to the unscaled reward.
+    """
+
+    def __init__(self, env: gymnasium.Env):
+        gymnasium.utils.RecordConstructorArgs.__init__(self)
+        gymnasium.Wrapper.__init__(self, env)
+        self.current_x = self.max_x = 0.0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        self.current_x = self.max_x = 0.0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.current_x += float(reward)
+        reward = max(0.0, self.current_x - self.max_x)
+        self.max_x = max(self.max_x, self.current_x)
+        return obs, reward, terminated, truncated, info
+
+
+class ScriptedExplorationState(NamedTuple):
+    """The step counter of :class:`ScriptedExploration`: ``t (n_envs,)`` int64, steps taken this episode."""
+
+    t: np.ndarray
+
+
+class ScriptedExploration:
+    """The fork's scripted exploration for data collection (``01_generate_data.py``; spec 4.4).
+
+    At the agent's ``t``-th step of an episode (1-based): ``t % 3 == 0`` -> RIGHT; else ``t % 10 == 0`` ->
+    RIGHT+B (run and jump; the fork's comment says "up, right"); else a uniformly random action. The fork cuts
+    its episodes at 300 steps (``make_retro_contest(max_episode_steps=300)``).
+
+    Usable like an SB3 policy: ``predict(obs, state, episode_start)`` carries the counter
+    (:class:`ScriptedExplorationState`), so ``evaluate_policy``-style loops collect with it.
+
+    :param action_set: the env's action set (:data:`ACTION_SETS`), for the indices of RIGHT and RIGHT+B
+        (``"wassname"``: 2 and 8).
+    :param seed: seed of the random actions.
+    :raises ValueError: if the action set lacks RIGHT or RIGHT+B (``"retro_baselines"`` has no RIGHT+B).
+    """
+
+    def __init__(self, action_set: str = "wassname", seed: int | None = None):
+        if action_set not in ACTION_SETS:
+            raise ValueError(f"Unknown action_set {action_set!r}; expected one of {sorted(ACTION_SETS)}")
+        combos = [frozenset(combo) for combo in ACTION_SETS[action_set]]
+        missing = [
+            name for name, combo in (("RIGHT", {"RIGHT"}), ("RIGHT+B", {"RIGHT", "B"})) if combo not in combos
+        ]
+        if missing:
+            raise ValueError(f"action set {action_set!r} has no {' or '.join(missing)} combo")
+        self.n_actions = len(combos)
+        self.right = combos.index(frozenset({"RIGHT"}))
+        self.right_jump = combos.index(frozenset({"RIGHT", "B"}))
+        self.rng = np.random.default_rng(seed)
+
+    def action(self, t: int) -> int:
+        """The action at the ``t``-th step of an episode (1-based)."""
+        if t % 3 == 0:
+            return self.right
+        if t % 10 == 0:
+            return self.right_jump
+        return int(self.rng.integers(self.n_actions))
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: ScriptedExplorationState | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, ScriptedExplorationState]:
+        """Actions ``(n_envs,)`` for a batch of observations (only their number is read) and the next counter.
+
+        :param state: the counters; None: new episodes.
+        :param episode_start: ``(n_envs,)``, restarts the counters.
+        :param deterministic: ignored (the script is random by design).
+        """
+        n = len(observation)
+        t = np.zeros(n, dtype=np.int64) if state is None else np.array(state.t, dtype=np.int64)
+        if episode_start is not None:
+            t[np.asarray(episode_start, dtype=bool)] = 0
+        t += 1
+        return np.array([self.action(int(step)) for step in t]), ScriptedExplorationState(t)
+
+
 def missing_rom_error(game: str) -> FileNotFoundError:
     """The error raised when ``game``'s ROM has not been imported into stable-retro."""
     return FileNotFoundError(
@@ -197,11 +384,13 @@ def missing_rom_error(game: str) -> FileNotFoundError:
 def make_retro_contest(
     game: str = "SonicTheHedgehog-Genesis-v0",
     states: Sequence[str] | None = None,
+    split: str | None = "train",
     scenario: str | None = "default",
     action_set: str = "wassname",
     frame_skip: int = 4,
     stickprob: float = 0.25,
-    max_episode_steps: int | None = 4500,
+    max_episode_steps: int | None = CONTEST_MAX_EPISODE_STEPS,
+    allow_backtracking: bool = False,
     reward_scale: float = 0.005,
     size: tuple[int, int] = (128, 128),
     render_mode: str | None = "rgb_array",
@@ -214,23 +403,35 @@ def make_retro_contest(
     over the frames times ``reward_scale``; episodes end at the game's done or after ``max_episode_steps``.
 
     :param game: stable-retro game id, e.g. ``"SonicTheHedgehog2-Genesis-v0"``.
-    :param states: level states to draw from at each reset; default every state of the game
-        (``stable_retro.data.list_states(game)``: 17 for Sonic 1; the contest's training set has 47 level
-        states over the three games, Nichol et al. 2018).
+    :param states: level states to draw from at each reset; default the game's states in ``split``. With a
+        ``split``, every state must belong to it (a validation level in training is refused).
+    :param split: ``"train"`` (the contest's 47 training states over the three Sonic games,
+        :data:`SONIC_SPLITS`), ``"validation"`` (its 11 held-out states) or None (every state of the game,
+        ``stable_retro.data.list_states(game)``: 17 for Sonic 1; games outside the contest need None).
     :param scenario: stable-retro scenario; ``"default"`` picks ``"contest"`` for the Sonic games and the
         game's default scenario otherwise; ``None`` is stable-retro's default.
     :param action_set: ``"wassname"`` (10 combos) or ``"retro_baselines"`` (7 combos).
     :param frame_skip: emulator frames per agent step.
     :param stickprob: sticky-action probability of the first frame.
-    :param max_episode_steps: agent steps before ``truncated=True``; ``None`` for none.
+    :param max_episode_steps: agent steps before ``truncated=True`` (the contest: 4500; wassname's runs:
+        :data:`WASSNAME_MAX_EPISODE_STEPS` = 4000); ``None`` for none.
+    :param allow_backtracking: reward only new x progress (:class:`AllowBacktracking`, before the scaling).
     :param reward_scale: reward multiplier.
     :param size: ``(height, width)`` of the observation.
     :param render_mode: ``"rgb_array"`` (``render()`` gives the native ``(224, 320, 3)`` frame), ``"human"``.
     :raises FileNotFoundError: the game's ROM is not imported (see :func:`missing_rom_error`).
-    :raises ValueError: unknown ``action_set``, empty ``states``, a state the game does not have.
+    :raises ValueError: unknown ``action_set`` or ``split``, a game outside the split, empty ``states``, a
+        state the game does not have or outside the split.
     :raises ImportError: stable-retro or opencv missing (``pip install 'sb3-mb[retro]'``).
     """
     table = button_table(action_set)  # validate before starting the emulator
+    allowed = split_states(game, split) if split is not None else None
+    if allowed is not None and states is not None:
+        outside = sorted(set(states) - set(allowed))
+        if outside:
+            raise ValueError(
+                f"States {outside} of {game} are not in the contest's {split!r} split: {allowed}"
+            )
     try:
         import cv2  # noqa: F401
         import stable_retro
@@ -245,7 +446,9 @@ def make_retro_contest(
         raise missing_rom_error(game) from error
 
     known_states = stable_retro.data.list_states(game)
-    states = list(known_states) if states is None else list(states)
+    if states is None:
+        states = list(known_states) if allowed is None else allowed
+    states = list(states)
     unknown = sorted(set(states) - set(known_states))
     if not states:
         raise ValueError(f"states must name at least one level state of {game}; known: {known_states}")
@@ -271,5 +474,7 @@ def make_retro_contest(
     env = StochasticFrameSkip(env, n=frame_skip, stickprob=stickprob)
     if max_episode_steps is not None:
         env = TimeLimit(env, max_episode_steps=int(max_episode_steps))
+    if allow_backtracking:
+        env = AllowBacktracking(env)
     env = RewardScaler(env, scale=reward_scale)
     return ResizeObservation(env, (int(size[0]), int(size[1])))
