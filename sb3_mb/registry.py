@@ -24,9 +24,12 @@ class AlgoSpec:
 
     :param name: lower-case name used on the command line (``--algo name``).
     :param class_path: ``"module:ClassName"``, imported lazily by :meth:`load_class`.
-    :param off_policy: keeps a replay buffer (enjoy loads it without allocating the buffer).
+    :param off_policy: keeps a replay buffer (enjoy loads it without allocating the buffer); ``False``: an
+        on-policy algorithm (a rollout buffer), whose shared tests skip the replay-buffer checks.
     :param stateful: ``predict`` carries a recurrent ``state`` (belief, LSTM state, warm-start plan).
-    :param test_env: environment id the shared algorithm tests train on.
+    :param test_env: environment id the shared algorithm tests train on (``Pendulum-v1`` for vector
+        observations and ``Box`` actions; ``sb3_mb/MovingBar-v0`` for image-only, discrete-action methods).
+    :param test_policy: policy alias the shared tests build with (``"CnnPolicy"`` for image-only methods).
     :param test_kwargs: constructor arguments that make a test run take seconds, not minutes.
     :param test_timesteps: ``learn`` budget of the shared tests (env steps), past any warm-up.
     """
@@ -36,6 +39,7 @@ class AlgoSpec:
     off_policy: bool = True
     stateful: bool = False
     test_env: str = "Pendulum-v1"
+    test_policy: str = "MlpPolicy"
     test_kwargs: dict[str, Any] = field(default_factory=dict)
     test_timesteps: int = 200
 
@@ -157,6 +161,32 @@ _BUILTIN: list[AlgoSpec] = [
             policy_kwargs=dict(z_dim=4, hidden_size=16, n_mixtures=2, mlp_hidden_sizes=(16,)),
         ),
         test_timesteps=300,
+    ),
+    # The name is the class name lower-cased: rl-zoo3 reads ``--algo`` back from a model card's name.
+    AlgoSpec(
+        "worldmodelsppo",
+        "sb3_mb.worldmodels:WorldModelsPPO",
+        off_policy=False,
+        stateful=True,
+        test_env="sb3_mb/MovingBar-v0",
+        test_policy="CnnPolicy",
+        test_kwargs=dict(
+            n_steps=32,
+            batch_size=16,
+            n_epochs=1,
+            world_model_learning_rate=1e-3,
+            policy_kwargs=dict(
+                image_size=16,
+                z_dim=8,
+                hidden_size=16,
+                n_mixtures=2,
+                vae_channels=(8, 16),
+                stem_channels=8,
+                bottleneck_channels=4,
+                inverse_hidden_size=16,
+            ),
+        ),
+        test_timesteps=64,
     ),
 ]
 

@@ -1,7 +1,13 @@
 """Shared parametrised tests over every registered algorithm (in the manner of SB3's test_save_load.py).
 
 An algorithm joins by one line in ``sb3_mb.registry._BUILTIN``; its ``AlgoSpec`` names the test
-environment, small constructor arguments and a learn budget.
+environment and policy (``Pendulum-v1`` / ``"MlpPolicy"`` for vector observations and ``Box`` actions,
+``sb3_mb/MovingBar-v0`` / ``"CnnPolicy"`` for image-only, discrete-action methods), small constructor
+arguments and a learn budget. Checks that cannot apply to a method are skipped with the reason:
+- the replay-buffer checks for on-policy methods (``off_policy=False``: a rollout buffer, not saved); the
+  non-finite check counts the rollout buffer's steps instead;
+- the float64-observation check and the non-finite observation for image test envs (uint8 frames: no
+  float64 images, no NaN / inf in a frame).
 
 Contract checked here:
 - ``save`` / ``load`` round trip gives identical deterministic predictions (and identical parameters);
@@ -31,10 +37,12 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import SAC
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.vec_env import VecTransposeImage
 
 import sb3_mb
 from sb3_mb.common.buffers import EpisodeReplayBuffer
@@ -57,7 +65,7 @@ def _make_model(spec, seed=0, env=None, **overrides):
     kwargs = dict(spec.test_kwargs)
     kwargs.update(overrides)
     env = env if env is not None else make_vec_env(spec.test_env, n_envs=1, seed=seed)
-    return cls("MlpPolicy", env, seed=seed, **kwargs)
+    return cls(spec.test_policy, env, seed=seed, **kwargs)
 
 
 def _rollout_actions(model, n_envs=2, n_steps=12, seed=7):
@@ -180,8 +188,14 @@ class _SpaceEnv(gym.Env):
         return self.observation_space.sample(), 0.0, False, False, {}
 
 
+def _image_observations(spec) -> bool:
+    return is_image_space(gym.make(spec.test_env).observation_space, check_channels=False)
+
+
 def test_float64_observations_train_and_predict(spec):
     # float64 is the dtype of MuJoCo / dm_control observations.
+    if _image_observations(spec):
+        pytest.skip(f"{spec.test_env} gives uint8 frames: float64 is a dtype of vector observations")
     env = make_vec_env(
         spec.test_env,
         n_envs=1,
@@ -199,14 +213,18 @@ def test_float64_observations_train_and_predict(spec):
 @pytest.mark.parametrize(
     "observation_space, action_space",
     [
-        (spaces.Box(-1, 1, (3,), np.float32), spaces.MultiBinary(3)),
-        (spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3))), spaces.Box(-1, 1, (1,), np.float32)),
+        (None, spaces.MultiBinary(3)),
+        (spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3))), None),
     ],
     ids=["MultiBinary-action", "Tuple-observation"],
 )
 def test_unsupported_space_is_a_clear_error(spec, observation_space, action_space):
-    env = _SpaceEnv(observation_space, action_space)
-    with pytest.raises(ValueError, match="(?i)space"):
+    # One space unsupported, the other the test env's (None), so the error is about the unsupported one.
+    test_env = gym.make(spec.test_env)
+    env = _SpaceEnv(observation_space or test_env.observation_space, action_space or test_env.action_space)
+    with pytest.raises(
+        ValueError, match="(?i)action space" if observation_space is None else "(?i)observation"
+    ):
         _make_model(spec, env=env)
 
 
@@ -219,13 +237,16 @@ def test_env_as_first_argument_picks_the_policy(spec, given):
         "VecEnv": make_vec_env(spec.test_env, n_envs=1, seed=0),
     }[given]
     model = cls(env, seed=0, **spec.test_kwargs)
-    assert model.policy_class is cls.policy_aliases["MlpPolicy"]  # vector observations
-    assert (
-        model.env is not None
-        and model.observation_space.shape == gym.make(spec.test_env).observation_space.shape
-    )
+    assert model.policy_class is cls.policy_aliases[spec.test_policy]  # chosen from the observation space
+    space = gym.make(spec.test_env).observation_space
+    if is_image_space(space, check_channels=False) and not is_image_space_channels_first(space):
+        space = VecTransposeImage.transpose_space(space)  # SB3 moves image channels first
+    assert model.env is not None and model.observation_space.shape == space.shape
     model.learn(spec.test_timesteps)
-    action, _ = model.predict(model.env.reset(), episode_start=np.ones(1, dtype=bool), deterministic=True)
+    # get_env(): the env as given (an algorithm may wrap model.env, e.g. into features)
+    action, _ = model.predict(
+        model.get_env().reset(), episode_start=np.ones(1, dtype=bool), deterministic=True
+    )
     assert model.action_space.contains(action[0])
     if given == "VecEnv":  # the same run as the SB3 form on the same seeded VecEnv
         explicit = _make_model(spec, seed=0)
@@ -240,48 +261,50 @@ def test_env_as_first_argument_picks_the_policy(spec, given):
 
 def test_policy_alias_without_env_is_a_clear_error(spec):
     with pytest.raises(ValueError, match="needs an environment"):
-        spec.load_class()("MlpPolicy")
+        spec.load_class()(spec.test_policy)
 
 
 # ------------------------------------------------------------------------------------------ loud failures
-class _NonFiniteEnv(gym.Env):
-    """Flat Box observations and actions; at its ``bad_step``-th step it returns a NaN reward or an inf
+class _NonFinite(gym.Wrapper):
+    """The test env whose ``bad_step``-th step (counted over episodes) returns a NaN reward or an inf
     observation."""
 
-    observation_space = spaces.Box(-10, 10, (3,), np.float32)
-    action_space = spaces.Box(-1, 1, (2,), np.float32)
-
-    def __init__(self, bad_step, what):
+    def __init__(self, env, bad_step, what):
+        super().__init__(env)
         self.bad_step, self.what, self.t = bad_step, what, 0
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(3, np.float32), {}
-
     def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
         self.t += 1
-        obs, reward = np.full(3, 0.1, np.float32), 0.0
         if self.t == self.bad_step:
             if self.what == "reward":
                 reward = float("nan")
             else:
-                obs[1] = np.inf
-        return obs, reward, False, self.t % 20 == 0, {}
+                obs = np.array(obs, copy=True)
+                obs.flat[1] = np.inf
+        return obs, reward, terminated, truncated, info
 
 
-def _stored_steps(buffer):
+def _stored_steps(model):
+    """Env steps the model holds: its replay buffer's, or the current rollout's (on-policy)."""
+    buffer = model.replay_buffer if hasattr(model, "replay_buffer") else model.rollout_buffer
     if isinstance(buffer, EpisodeReplayBuffer):
         return buffer.n_transitions + buffer.n_staged_steps
+    if isinstance(buffer, RolloutBuffer):
+        return (buffer.buffer_size if buffer.full else buffer.pos) * buffer.n_envs
     return buffer.size() * buffer.n_envs
 
 
 @pytest.mark.parametrize("what", ["reward", "observation"])
 def test_non_finite_env_data_is_a_clear_error_before_it_is_stored(spec, what):
     bad_step = 7
-    model = _make_model(spec, env=_NonFiniteEnv(bad_step, what))
+    env = gym.make(spec.test_env)
+    if what == "observation" and not np.issubdtype(env.observation_space.dtype, np.floating):
+        pytest.skip(f"{spec.test_env}'s {env.observation_space.dtype} observations cannot hold NaN or inf")
+    model = _make_model(spec, env=_NonFinite(env, bad_step, what))
     with pytest.raises(FloatingPointError, match=rf"non-finite {what} at env step {bad_step} \(env 0\)"):
         model.learn(spec.test_timesteps)
-    assert _stored_steps(model.replay_buffer) == bad_step - 1, "the non-finite step was stored"
+    assert _stored_steps(model) == bad_step - 1, "the non-finite step was stored"
 
 
 def test_load_says_what_the_file_holds(spec, tmp_path):
@@ -298,7 +321,7 @@ def test_load_says_what_the_file_holds(spec, tmp_path):
             ):
                 ALGOS[other].load_class().load(path)
 
-    SAC("MlpPolicy", spec.test_env, buffer_size=10).save(tmp_path / "sac.zip")
+    SAC("MlpPolicy", "Pendulum-v1", buffer_size=10).save(tmp_path / "sac.zip")  # any env: only the file
     with pytest.raises(ValueError, match=rf"holds an agent of another algorithm: SAC .*not {cls.__name__}"):
         cls.load(tmp_path / "sac.zip")
 
@@ -316,6 +339,10 @@ def test_load_says_what_the_file_holds(spec, tmp_path):
 
 
 def test_load_replay_buffer_checks_type_and_spaces(spec, tmp_path):
+    if not spec.off_policy:
+        pytest.skip(
+            f"{spec.name} is on-policy: no replay buffer to save or load (its rollout buffer is not saved)"
+        )
     model = _make_model(spec)
     model.learn(30)
     own = model.replay_buffer

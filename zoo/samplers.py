@@ -16,7 +16,8 @@ compute knobs (``n_rollouts_per_step``, ``updates_per_episode``, ``model_train_f
 buffer sizes) and the user's choices (``model_loss``, ``model_data_mixing``, the policy) stay as the YAML
 entry sets them. Every range is valid for the constructors in every combination (PlaNet's ``n_elites`` is a
 fraction of ``n_candidates``), so no trial fails on a bad combination. Note that rl_zoo3 *replaces* the
-entry's ``policy_kwargs`` with the sampled one (``kwargs.update``), so only MBPO, PlaNet and STEVE sample it.
+entry's ``policy_kwargs`` with the sampled one (``kwargs.update``), so only MBPO, PlaNet, STEVE and γ-MVE
+sample it.
 """
 
 from __future__ import annotations
@@ -194,12 +195,42 @@ def sample_gamma_mve_params(
     }
 
 
+def sample_worldmodels_ppo_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
+) -> dict[str, Any]:
+    """WorldModelsPPO (the Sonic fork's PPO on a jointly trained world model, spec 4.2): PPO's learning rate,
+    entropy coefficient and clip range (policy and value alike, as the fork), the world model's learning rate
+    and the curiosity reward (off, or on with a weight). The fork's values lie inside: Adam 1e-4, entropy
+    0.02 (its README: 0.04 worked, 0.01 too low), clip 0.1, world-model rate 5e-6 / 4e-5 (the controller
+    learns only with a rate well below 1e-5), curiosity weight 5e-6. With curiosity the world model trains
+    (``train_world_model=True``, which the curiosity reward needs), else it stays as the entry sets it. The
+    rollout and minibatch sizes, the loss weights and the network sizes stay the entry's."""
+    learning_rate = trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
+    ent_coef = trial.suggest_float("ent_coef", 1e-3, 0.1, log=True)
+    clip_range = trial.suggest_categorical("clip_range", [0.05, 0.1, 0.2, 0.3])
+    world_model_learning_rate = trial.suggest_float("world_model_learning_rate", 1e-6, 1e-3, log=True)
+    curiosity = trial.suggest_categorical("curiosity", [False, True])
+    curiosity_weight = trial.suggest_float("curiosity_weight", 1e-6, 1.0, log=True) if curiosity else 0.0
+    sampled = {
+        "learning_rate": learning_rate,
+        "ent_coef": ent_coef,
+        "clip_range": clip_range,
+        "clip_range_vf": clip_range,
+        "world_model_learning_rate": world_model_learning_rate,
+        "curiosity_weight": curiosity_weight,
+    }
+    if curiosity:  # the curiosity reward measures the world model's learning: an entry's frozen model trains
+        sampled["train_world_model"] = True
+    return sampled
+
+
 SAMPLERS: dict[str, Sampler] = {
     "gammamve": sample_gamma_mve_params,
     "mbpo": sample_mbpo_params,
     "planet": sample_planet_params,
     "steve": sample_steve_params,
     "worldmodels": sample_worldmodels_params,
+    "worldmodelsppo": sample_worldmodels_ppo_params,
 }
 
 

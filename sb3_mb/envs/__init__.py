@@ -19,6 +19,8 @@ Families (each module names its sources):
   distraction experiment (Voelcker, Liao, Garg, Farahmand 2022, arXiv:2204.01464).
 - ``sb3_mb/DoubleIntegrator-v0``: a linear double integrator with quadratic cost, whose optimum is known
   (:mod:`sb3_mb.envs.linear`): the learning tests' linear-quadratic task.
+- ``sb3_mb/MovingBar-v0``: a 16x16 RGB frame of a bar that three discrete actions move
+  (:mod:`sb3_mb.envs.synthetic`), the shared tests' cheap image task.
 - ``sb3_mb/{SonicTheHedgehog,SonicTheHedgehog2,SonicAndKnuckles3}-v0`` and ``sb3_mb/AirstrikerContest-v0``:
   stable-retro with the wrapper chain of the Retro contest (Nichol et al. 2018, "Gotta Learn Fast",
   arXiv:1804.03720) as wassname's Sonic World Models configures it; the Sonic ids draw from the contest's
@@ -97,6 +99,9 @@ for _dims in (5, 10, 15):
 
 # Linear double integrator, quadratic cost (the LQR learning tests); 30 steps, the entry point truncates.
 _register("DoubleIntegrator-v0", "sb3_mb.envs.linear:DoubleIntegrator")
+
+# A bar in a 16x16 RGB frame, moved by 3 discrete actions: the shared tests' cheap image task; 20 steps.
+_register("MovingBar-v0", "sb3_mb.envs.synthetic:MovingBar", max_episode_steps=20)
 
 # stable-retro, Retro-contest chain (Nichol et al. 2018, arXiv:1804.03720). The time limit is part of the
 # chain (a kwarg).

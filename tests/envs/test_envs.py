@@ -63,6 +63,8 @@ def expected_spaces(env_id: str) -> tuple[spaces.Space, spaces.Space, int]:
         )
     if name == "DoubleIntegrator":  # truncates itself at its ``horizon`` kwarg: no TimeLimit
         return spaces.Box(-np.inf, np.inf, (2,), np.float32), spaces.Box(-1.0, 1.0, (1,), np.float32), None
+    if name == "MovingBar":
+        return spaces.Box(0, 255, (16, 16, 3), np.uint8), spaces.Discrete(3), 20
     if name.startswith("HopperDistracted"):
         dims = int(name[len("HopperDistracted") :] or 10)
         return (
@@ -98,9 +100,9 @@ def rollout(env_id: str, seed: int, n_steps: int) -> tuple[np.ndarray, np.ndarra
 
 
 def test_list_env_ids():
-    # 18 cartpole, 3 Atari, 4 Hopper, 4 retro (3 Sonic + Airstriker), 1 double integrator
-    assert len(ALL_IDS) == len(set(ALL_IDS)) == 18 + 3 + 4 + 4 + 1
-    assert "sb3_mb/DoubleIntegrator-v0" in ALL_IDS
+    # 18 cartpole, 3 Atari, 4 Hopper, 4 retro (3 Sonic + Airstriker), 1 double integrator, 1 moving bar
+    assert len(ALL_IDS) == len(set(ALL_IDS)) == 18 + 3 + 4 + 4 + 1 + 1
+    assert "sb3_mb/DoubleIntegrator-v0" in ALL_IDS and "sb3_mb/MovingBar-v0" in ALL_IDS
     assert all(env_id in gymnasium.registry for env_id in ALL_IDS)
     for task in ("Balance", "Swingup", "SwingupSparse"):
         for pixels in ("", "Pixels"):

@@ -32,6 +32,8 @@ CASES = {
     "gammamve": ("Pendulum-v1", 300, 200),
     "steve": ("Pendulum-v1", 300, 200),
     "worldmodels": ("Pendulum-v1", 300, 200),
+    # The algo name is the class name lower-cased: the model card's name (WorldModelsPPO) gives --algo back.
+    "worldmodelsppo": ("sb3_mb/MovingBar-v0", 300, 20),
 }
 
 

@@ -49,6 +49,7 @@ ENV = {
     "planet": "sb3_mb/CartpoleBalance-v0",
     "steve": "Pendulum-v1",
     "worldmodels": "Pendulum-v1",
+    "worldmodelsppo": "sb3_mb/MovingBar-v0",
 }
 # Past the debug entry's warm-up: MBPO 200 steps; PlaNet one episode, 40 steps with an action repeat of 25.
 N_STEPS = {"mbpo": 300, "planet": 60}
@@ -173,6 +174,7 @@ SHORT_RUN = {
     "steve": (4, dict(learning_starts=50, model_pretrain_steps=10, buffer_size=1000), 53),
     "gammamve": (3, dict(learning_starts=50, model_learning_starts=10, buffer_size=1000), 53),
     "worldmodels": (3, dict(max_episode_steps=20), 210),  # a random Pendulum episode (200 steps), a round
+    "worldmodelsppo": (4, {}, 32),  # one rollout of the debug entry's n_steps, one update
 }
 
 
@@ -186,14 +188,21 @@ def test_sampled_params_build_train_and_act(algo):
     env = gym.make(ENV[algo])
     algorithm_class = sb3_mb.get_algorithm(algo)
     convert = samplers.convert_params(algo)
+    policy = debug_hyperparams(algo, ENV[algo])["policy"]
+    space = env.action_space  # rl-zoo3's n_actions: the Box's dimension or the Discrete's count
+    n_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else space.shape[0]
     for _ in range(n_trials):
         trial = study.ask()
-        kwargs, sampled = _sampled_kwargs(algo, trial, n_actions=env.action_space.shape[0])
+        kwargs, sampled = _sampled_kwargs(algo, trial, n_actions=n_actions)
         assert convert(trial.params) == sampled
-        model = algorithm_class("MlpPolicy", env, seed=0, **{**kwargs, **overrides}).learn(n_steps)
+        model = algorithm_class(policy, env, seed=0, **{**kwargs, **overrides}).learn(n_steps)
         assert model._n_updates > 0
         for key, value in sampled.items():
             held = getattr(model, key, value)
+            if callable(held) and not callable(
+                value
+            ):  # SB3 turns a constant (PPO's clip_range) into a schedule
+                held = held(1.0)
             # A dict (policy_kwargs) holds the sampled items and those the algorithm adds (SB3's use_sde).
             assert held.items() >= value.items() if isinstance(value, dict) else held == value, key
         obs, _ = env.reset(seed=0)
