@@ -109,6 +109,10 @@ class MBPOReplayBuffer(ReplayBuffer):
           ``round(p * batch_size)`` model transitions and the rest real ones.
 
         Either way the batch is all real while the model buffer is empty or ``p <= 0``.
+
+    :attr:`reward_scale` (``None``, or ``kappa > 0`` set by MBPO's ``reward_scale`` option): ``sample``
+    returns the rewards divided by it, real and model alike; the stores keep raw rewards (the model trains on
+    them) and :meth:`real_transitions` returns them raw.
     :raises ValueError: for an unknown ``model_data_mixing``.
     """
 
@@ -141,6 +145,8 @@ class MBPOReplayBuffer(ReplayBuffer):
         self.model_data_mixing = model_data_mixing
         #: ``p``: probability (``"batch"``) or fraction (``"sample"``) of model data in a batch.
         self.model_data_ratio = 0.0
+        #: ``kappa``: ``sample`` divides the rewards by it (``None``: raw rewards).
+        self.reward_scale: float | None = None
         #: Transitions sampled in all, and of them from the model buffer (for the sample-fraction log).
         self.n_samples = self.n_model_samples = 0
 
@@ -186,7 +192,8 @@ class MBPOReplayBuffer(ReplayBuffer):
         return min(int(round(p * batch_size)), batch_size)
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
-        """``batch_size`` transitions, model and real mixed by ``model_data_mixing`` (real ones first).
+        """``batch_size`` transitions, model and real mixed by ``model_data_mixing`` (real ones first),
+        rewards ``(batch_size, 1)`` divided by :attr:`reward_scale` when it is set.
 
         Both stores sample uniformly with SB3's global NumPy state; ``env`` normalises both alike.
         """
@@ -194,9 +201,13 @@ class MBPOReplayBuffer(ReplayBuffer):
         self.n_samples += batch_size
         self.n_model_samples += n_model
         if n_model == 0:
-            return super().sample(batch_size, env=env)
-        if n_model == batch_size:
-            return self.model_buffer.sample(batch_size, env=env)
-        real = super().sample(batch_size - n_model, env=env)
-        model = self.model_buffer.sample(n_model, env=env)
-        return ReplayBufferSamples(*(th.cat([a, b]) for a, b in zip(real[:5], model[:5], strict=True)))
+            samples = super().sample(batch_size, env=env)
+        elif n_model == batch_size:
+            samples = self.model_buffer.sample(batch_size, env=env)
+        else:
+            real = super().sample(batch_size - n_model, env=env)
+            model = self.model_buffer.sample(n_model, env=env)
+            samples = ReplayBufferSamples(*(th.cat([a, b]) for a, b in zip(real[:5], model[:5], strict=True)))
+        if self.reward_scale is None:
+            return samples
+        return samples._replace(rewards=samples.rewards / self.reward_scale)

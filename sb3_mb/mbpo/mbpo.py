@@ -25,7 +25,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
 from stable_baselines3.sac import SAC
 
 from sb3_mb.common.base_class import SafeAlgorithmMixin
@@ -33,6 +33,8 @@ from sb3_mb.common.checks import check_finite_gradients, check_finite_parameters
 from sb3_mb.common.ensemble import EnsembleTrainer, EnsembleTrainResult
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
+from sb3_mb.common.symlog import SCALE_QUANTILE, symexp, symlog
+from sb3_mb.common.symlog import reward_scale as quantile_reward_scale
 from sb3_mb.common.termination import TerminationFn, get_termination_fn
 from sb3_mb.common.utils import resolve_policy_and_env
 from sb3_mb.mbpo.buffers import MODEL_DATA_MIXINGS, MBPOReplayBuffer
@@ -115,10 +117,25 @@ class MBPO(SafeAlgorithmMixin, SAC):
         disables).
     :param vagram_use_all_vf: VaGraM / IterVAML average over Q1, Q2 and both targets (True) or Q1, Q2.
     :param mse_warmup_epochs: epochs during which the value-aware losses add plain MSE (VaGraM: 1).
+    :param reward_scale: ``kappa``: SAC trains on rewards divided by it, real and model alike (the buffer's
+        ``sample``, :class:`~sb3_mb.mbpo.buffers.MBPOReplayBuffer`), so that its critic, its temperature and
+        its target entropy see the same numbers whatever the reward's units; the model and the logged
+        rewards stay in raw units. ``None`` (default, MBPO's): raw rewards; a positive number; or ``"auto"``:
+        :func:`sb3_mb.common.symlog.reward_scale` (the 10 % quantile of the non-zero ``|r|``) of the real
+        buffer at the first ``train()`` (the warm-up's rewards), kept from then on and saved with the agent.
+        Generic (not in the papers), from the value scaling of DreamerV3 (Hafner et al. 2023,
+        arXiv:2301.04104, Sec. 3).
+    :param reward_scale_quantile: the quantile of ``reward_scale="auto"`` (0.1). Below ``kappa`` the symlog
+        regressions (``symlog_critic``, the model's ``model_symlog_reward``) keep an absolute precision of a
+        few hundredths of ``kappa``, above it a relative one: a lower quantile resolves smaller rewards.
+    :param symlog_critic: SAC's critics regress ``symlog`` of their targets and the actor's per-state loss is
+        divided by ``1 + |Q|`` (:meth:`_train_symlog_sac`); off (MBPO's SAC). Generic, after DreamerV3. The
+        value-aware model losses then take the gradients of the critics' symlog outputs.
     :raises ValueError: for observation spaces other than a flat ``Box``, action spaces other than ``Box``,
         an unknown ``model_loss`` / mixing mode, a ``model_deterministic`` policy kwarg that contradicts
         ``model_loss``, a policy or replay buffer class that is not MBPO's (or a subclass), or
-        ``optimize_memory_usage=True``.
+        ``optimize_memory_usage=True``, a ``reward_scale`` other than ``None``, ``"auto"`` or a positive
+        number, or a ``reward_scale_quantile`` outside ``[0, 1]``.
     """
 
     policy_aliases: ClassVar[dict[str, type[MBPOPolicy]]] = {"MlpPolicy": MlpPolicy}
@@ -176,6 +193,9 @@ class MBPO(SafeAlgorithmMixin, SAC):
         vagram_clip_quantile: float | None = 0.95,
         vagram_use_all_vf: bool = True,
         mse_warmup_epochs: int = 1,
+        reward_scale: float | str | None = None,
+        reward_scale_quantile: float = SCALE_QUANTILE,
+        symlog_critic: bool = False,
         _init_setup_model: bool = True,
     ):
         policy, env = resolve_policy_and_env(policy, env, self.policy_aliases, "MBPO", verbose)
@@ -186,6 +206,11 @@ class MBPO(SafeAlgorithmMixin, SAC):
             raise ValueError(
                 f"model_data_mixing must be one of {MODEL_DATA_MIXINGS}, got {model_data_mixing!r}"
             )
+        is_number = isinstance(reward_scale, (int, float)) and not isinstance(reward_scale, bool)
+        if not (reward_scale is None or reward_scale == "auto" or (is_number and reward_scale > 0)):
+            raise ValueError(f"reward_scale must be None, 'auto' or a positive number, got {reward_scale!r}")
+        if not 0.0 <= reward_scale_quantile <= 1.0:
+            raise ValueError(f"reward_scale_quantile must lie in [0, 1], got {reward_scale_quantile}")
         if optimize_memory_usage:
             raise ValueError(
                 "MBPO reads next_observations from the replay buffer: optimize_memory_usage=False"
@@ -257,6 +282,10 @@ class MBPO(SafeAlgorithmMixin, SAC):
         self.termination_fn = termination_fn
         self.vagram_clip_quantile, self.vagram_use_all_vf = vagram_clip_quantile, vagram_use_all_vf
         self.mse_warmup_epochs = mse_warmup_epochs
+        self.reward_scale, self.symlog_critic = reward_scale, symlog_critic
+        self.reward_scale_quantile = reward_scale_quantile
+        #: ``kappa`` in use: the given number, or set from the real buffer by the first ``train()`` ("auto").
+        self._reward_scale = float(reward_scale) if is_number else None
         self._last_model_train: int | None = None
         self._model_train_count = 0
         if _init_setup_model:
@@ -355,6 +384,9 @@ class MBPO(SafeAlgorithmMixin, SAC):
         Records the ``model/*`` losses, elites and epochs in the logger.
         """
         obs, actions, next_obs, rewards = self.replay_buffer.real_transitions()
+        self._update_reward_scale()
+        if self.dynamics.symlog_reward:
+            self.dynamics.reward_scale.fill_(self._reward_scale or 1.0)
         inputs, targets = self.dynamics.inputs(obs, actions), self.dynamics.targets(obs, next_obs, rewards)
         indices = th.arange(obs.shape[0], device=self.device)
         loss_fn = self._model_loss_fn
@@ -454,16 +486,94 @@ class MBPO(SafeAlgorithmMixin, SAC):
             self.train_dynamics()
             self.rollout_model()
         buffer = self.replay_buffer
+        self._update_reward_scale()
         buffer.model_data_ratio = self.model_data_ratio
         n_samples, n_model_samples = buffer.n_samples, buffer.n_model_samples
         self._sac_step = 0
-        super().train(gradient_steps, batch_size)
+        if self.symlog_critic:
+            self._train_symlog_sac(gradient_steps, batch_size)
+        else:
+            super().train(gradient_steps, batch_size)
         if gradient_steps > 0:
             self._check_sac_losses()
         from_model = (buffer.n_model_samples - n_model_samples) / max(buffer.n_samples - n_samples, 1)
         self.logger.record("model/data_ratio", self.model_data_ratio)
         self.logger.record("model/model_sample_fraction", from_model)
         self.logger.record("model/epoch", self.epoch)
+
+    def _train_symlog_sac(self, gradient_steps: int, batch_size: int) -> None:
+        """SB3's ``SAC.train`` with a symlog critic (``symlog_critic``); the rest of the update is SB3's.
+
+        Why an override: SB3 computes, regresses and maximises the critic in one loop with no hook between
+        the steps. The critics output ``y`` and ``Q = symexp(y)`` (DreamerV3's value representation, Hafner
+        et al. 2023, arXiv:2301.04104, Sec. 3); the critic loss is ``0.5 sum_i (y_i - symlog(target))^2``
+        with SAC's soft target ``r + gamma (1 - d) (min_i symexp(y'_i) - alpha log pi(a'|s'))`` (``r`` as the
+        buffer returns it, divided by ``reward_scale``); the actor's per-state SAC loss
+        ``alpha log pi(a|s) - min_i Q_i(s, a)`` is divided by ``1 + |min_i Q_i(s, a)|`` (detached), the
+        derivative of symlog: the same optimum in every state, gradients of comparable size at every value
+        scale. Temperature and target updates are SAC's.
+        """
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(optimizers)
+        ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
+        for gradient_step in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            actions_pi, log_prob = self.actor.action_log_prob(data.observations)
+            log_prob = log_prob.reshape(-1, 1)
+            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                ent_coef = th.exp(self.log_ent_coef.detach())
+                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                ent_coef_losses.append(ent_coef_loss.item())
+                self.ent_coef_optimizer.zero_grad()
+                ent_coef_loss.backward()
+                self.ent_coef_optimizer.step()
+            else:
+                ent_coef = self.ent_coef_tensor
+            ent_coefs.append(ent_coef.item())
+
+            with th.no_grad():
+                next_actions, next_log_prob = self.actor.action_log_prob(data.next_observations)
+                next_q = symexp(th.cat(self.critic_target(data.next_observations, next_actions), dim=1))
+                next_q = next_q.min(dim=1, keepdim=True)[0] - ent_coef * next_log_prob.reshape(-1, 1)
+                target = symlog(data.rewards + (1 - data.dones) * self.gamma * next_q)
+            outputs = self.critic(data.observations, data.actions)
+            critic_loss = 0.5 * sum(((y - target) ** 2).mean() for y in outputs)
+            critic_losses.append(critic_loss.item())
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic.optimizer.step()
+
+            q_pi = symexp(th.cat(self.critic(data.observations, actions_pi), dim=1))
+            q_pi = q_pi.min(dim=1, keepdim=True)[0]
+            actor_loss = ((ent_coef * log_prob - q_pi) / (1 + q_pi.detach().abs())).mean()
+            actor_losses.append(actor_loss.item())
+            self.actor.optimizer.zero_grad()
+            actor_loss.backward()
+            self.actor.optimizer.step()
+            if gradient_step % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", np.mean(ent_coefs))
+        self.logger.record("train/actor_loss", np.mean(actor_losses))
+        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        if ent_coef_losses:
+            self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+
+    def _update_reward_scale(self) -> None:
+        """With ``reward_scale="auto"``, ``kappa`` from the real rewards at the first call that sees a
+        non-zero one; then hand ``kappa`` (or ``None``) to the buffer, which divides the rewards it samples by
+        it."""
+        if self.reward_scale == "auto" and self._reward_scale is None:
+            rewards = self.replay_buffer.real_transitions()[3].cpu().numpy()
+            self._reward_scale = quantile_reward_scale(rewards, self.reward_scale_quantile)
+        self.replay_buffer.reward_scale = self._reward_scale
+        if self._reward_scale is not None:
+            self.logger.record("train/reward_scale", self._reward_scale)
 
     def _check_sac_losses(self) -> None:
         """Raise :class:`FloatingPointError` if SAC's last ``train`` call recorded a non-finite mean loss or

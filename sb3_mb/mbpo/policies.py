@@ -13,13 +13,27 @@ from typing import Any
 
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch import nn
 
 from sb3_mb.common.dynamics import DynamicsModel
+from sb3_mb.common.symlog import symlog
 
-__all__ = ["MBPOActor", "MBPOPolicy", "MlpPolicy", "mean_action_values"]
+__all__ = ["MBPOActor", "MBPOPolicy", "MlpPolicy", "SymlogFlattenExtractor", "mean_action_values"]
+
+
+class SymlogFlattenExtractor(FlattenExtractor):
+    """SB3's flatten extractor followed by :func:`~sb3_mb.common.symlog.symlog` of every feature: DreamerV3's
+    input squashing (Hafner et al. 2023, arXiv:2301.04104, Sec. 3), the identity near 0, logarithmic for
+    ``|x| >> 1``, so inputs of magnitude 1e2-1e3 do not saturate the first layer.
+
+    ``forward``: observations ``(batch, *obs_shape)`` -> ``(batch, prod(obs_shape))``.
+    """
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return symlog(super().forward(observations))
 
 
 class MBPOActor(Actor):
@@ -75,6 +89,12 @@ class MBPOPolicy(SACPolicy):
         only. Turn it on when the reward's units are far from the state differences' (on
         ``sb3_mb/DoubleIntegrator-v0`` the off model does not learn at all: its error equals the targets'
         std).
+    :param model_symlog_reward: the ensemble's reward column is ``symlog(r / kappa)`` (``kappa``: MBPO's
+        ``reward_scale``, 1 without), rollouts decode it (:class:`~sb3_mb.common.dynamics.DynamicsModel`);
+        off as in MBPO. Turn it on when the rewards span orders of magnitude (module docstring of
+        :mod:`sb3_mb.common.dynamics`).
+    :param symlog_observations: actor and critics read ``symlog(s)`` (:class:`SymlogFlattenExtractor` as the
+        ``features_extractor_class``); the model reads raw states. Off (MBPO's networks read raw states).
     :raises ValueError: for bad sizes (:class:`~sb3_mb.common.ensemble.EnsembleMLP`) or bounds.
     """
 
@@ -94,14 +114,19 @@ class MBPOPolicy(SACPolicy):
         model_activation_fn: type[nn.Module] = nn.SiLU,
         model_deterministic: bool = False,
         model_normalize_targets: bool = False,
+        model_symlog_reward: bool = False,
+        symlog_observations: bool = False,
         **sac_kwargs: Any,
     ):
+        if symlog_observations:
+            sac_kwargs["features_extractor_class"] = SymlogFlattenExtractor
         self.log_std_bounds = tuple(log_std_bounds)  # read by make_actor() inside SACPolicy.__init__
         super().__init__(observation_space, action_space, lr_schedule, net_arch, activation_fn, **sac_kwargs)
         self.model_net_arch = [200, 200, 200, 200] if model_net_arch is None else list(model_net_arch)
         self.model_ensemble_size, self.model_n_elites = model_ensemble_size, model_n_elites
         self.model_activation_fn, self.model_deterministic = model_activation_fn, model_deterministic
-        self.model_normalize_targets = model_normalize_targets
+        self.model_normalize_targets, self.model_symlog_reward = model_normalize_targets, model_symlog_reward
+        self.symlog_observations = symlog_observations
         self.dynamics = DynamicsModel(
             int(observation_space.shape[0]),
             int(action_space.shape[0]),
@@ -111,6 +136,7 @@ class MBPOPolicy(SACPolicy):
             deterministic=model_deterministic,
             n_elites=model_n_elites,
             normalize_targets=model_normalize_targets,
+            symlog_reward=model_symlog_reward,
         )
 
     def make_actor(self, features_extractor=None) -> MBPOActor:
@@ -127,6 +153,8 @@ class MBPOPolicy(SACPolicy):
             "model_activation_fn": self.model_activation_fn,
             "model_deterministic": self.model_deterministic,
             "model_normalize_targets": self.model_normalize_targets,
+            "model_symlog_reward": self.model_symlog_reward,
+            "symlog_observations": self.symlog_observations,
         }
 
 
