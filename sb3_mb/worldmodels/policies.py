@@ -161,12 +161,14 @@ class WorldModelsPolicy(BasePolicy):
     :param n_mixtures: Gaussians per latent dimension (5).
     :param predict_reward: M's reward head (needed for the dream). :param predict_done: M's done head.
     :param controller_hidden_sizes: C's hidden tanh layers (``()``: linear; the paper's variant: ``(40,)``).
+    :param controller_input: what C reads: ``"zh"``, ``[z_t, h_t]`` (the paper's agent), or ``"z"``, ``z_t``
+        alone (the paper's "V model only" ablation, 632 +- 251 on CarRacing, Sec. 3.4; M still runs).
     :param use_conv: the 64x64 conv VAE (``CnnPolicy``) or an MLP VAE (``MlpPolicy``).
     :param cnn_depth: conv channel multiplier (32: 32/64/128/256 channels).
     :param mlp_hidden_sizes: hidden layers of the MLP VAE (``(64, 64)``).
     :param kl_tolerance: the VAE's KL floor per latent dimension, nats (0.5, the original code).
     :param optimizer_class: for V and M (Adam). :param optimizer_kwargs: its extra arguments.
-    :raises ValueError: see :func:`check_spaces`.
+    :raises ValueError: see :func:`check_spaces`; for another ``controller_input``.
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class WorldModelsPolicy(BasePolicy):
         predict_reward: bool = True,
         predict_done: bool = True,
         controller_hidden_sizes: tuple[int, ...] = (),
+        controller_input: str = "zh",
         use_conv: bool = False,
         cnn_depth: int = 32,
         mlp_hidden_sizes: tuple[int, ...] = (64, 64),
@@ -188,6 +191,10 @@ class WorldModelsPolicy(BasePolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
     ):
         check_spaces(observation_space, action_space, use_conv)
+        if controller_input not in ("zh", "z"):
+            raise ValueError(
+                f"controller_input must be 'zh' ([z, h], the paper) or 'z' (V only), got {controller_input!r}"
+            )
         super().__init__(
             observation_space,
             action_space,
@@ -201,6 +208,7 @@ class WorldModelsPolicy(BasePolicy):
         self.z_dim, self.hidden_size, self.n_mixtures = z_dim, hidden_size, n_mixtures
         self.predict_reward, self.predict_done = predict_reward, predict_done
         self.controller_hidden_sizes = tuple(controller_hidden_sizes)
+        self.controller_input = controller_input
         self.use_conv, self.cnn_depth = use_conv, cnn_depth
         self.mlp_hidden_sizes, self.kl_tolerance = tuple(mlp_hidden_sizes), kl_tolerance
 
@@ -209,7 +217,8 @@ class WorldModelsPolicy(BasePolicy):
         else:
             self.vae = MlpVAE(observation_space.shape[0], z_dim, self.mlp_hidden_sizes, kl_tolerance)
         self.mdn_rnn = MDNRNN(z_dim, self.action_dim, hidden_size, n_mixtures, predict_reward, predict_done)
-        self.controller = Controller(z_dim + hidden_size, self.action_dim, self.controller_hidden_sizes)
+        feature_dim = z_dim + hidden_size if controller_input == "zh" else z_dim
+        self.controller = Controller(feature_dim, self.action_dim, self.controller_hidden_sizes)
         self.state_spec = StateSpec(
             WorldModelsState, {"hidden": (hidden_size,), "cell": (hidden_size,)}, owner="WorldModels"
         )
@@ -230,12 +239,13 @@ class WorldModelsPolicy(BasePolicy):
 
     # ------------------------------------------------------------------------------------ acting
     def controller_action(self, features: th.Tensor) -> tuple[np.ndarray, th.Tensor]:
-        """C's action from features ``[z, h]`` ``(batch, z_dim + hidden_size)``.
+        """C's action from features ``[z, h]`` ``(batch, z_dim + hidden_size)`` (with ``controller_input="z"``
+        C reads the first ``z_dim`` of them).
 
         :return: ``(env action, model action)``: ``(batch, *action_shape)`` within the ``Box`` bounds (or
             ``(batch,)`` int64 indices) and M's input form ``(batch, action_dim)`` (``[-1, 1]`` or one-hot).
         """
-        outputs = self.controller(features)
+        outputs = self.controller(features if self.controller_input == "zh" else features[..., : self.z_dim])
         if self.discrete:
             index = outputs.argmax(dim=-1)
             start = int(self.action_space.start)

@@ -20,10 +20,11 @@ as ``controller/env_steps``.
 
 Base class: :class:`~sb3_mb.common.base_class.WorldModelAlgorithm`, SB3's off-policy loop for a stateful
 agent. It fits: the random rollouts are its warm-up, the rollout storage is its replay buffer
-(:class:`~sb3_mb.common.buffers.EpisodeReplayBuffer`, whole episodes in RAM; a disk-streaming store comes in
-as another ``replay_buffer_class``), the stages are one ``train()`` call that ``_gradient_steps_due``
-schedules, and ``predict`` with a :class:`~sb3_mb.worldmodels.policies.WorldModelsState` makes
-``evaluate_policy``, ``EvalCallback``, checkpoints and ``save_replay_buffer`` work as for PlaNet.
+(:class:`~sb3_mb.common.buffers.EpisodeReplayBuffer`, whole episodes in RAM, or on disk with
+:class:`~sb3_mb.worldmodels.storage.DiskEpisodeReplayBuffer`, frames and latents in files), the stages are
+one ``train()`` call that ``_gradient_steps_due`` schedules, and ``predict`` with a
+:class:`~sb3_mb.worldmodels.policies.WorldModelsState` makes ``evaluate_policy``, ``EvalCallback``,
+checkpoints and ``save_replay_buffer`` work as for PlaNet.
 
 Where C is scored (``controller_env``):
 
@@ -71,6 +72,7 @@ from sb3_mb.worldmodels.policies import (
     check_action_space,
     check_spaces,
 )
+from sb3_mb.worldmodels.storage import DiskEpisodeReplayBuffer, latent_storage
 from sb3_mb.worldmodels.vae import preprocess_images
 
 SelfWorldModels = TypeVar("SelfWorldModels", bound="WorldModels")
@@ -252,6 +254,10 @@ class WorldModels(WorldModelAlgorithm):
     def _setup_model(self) -> None:
         use_conv = issubclass(self.policy_class, CnnPolicy) or bool(self.policy_kwargs.get("use_conv"))
         check_spaces(self.observation_space, self.action_space, use_conv)
+        if self.buffer_size < 2 and issubclass(self.replay_buffer_class, DiskEpisodeReplayBuffer):
+            # load(buffer_size=1) (the zoo's enjoy) asks for no replay: a 2-record store in a new temporary
+            # folder, not the run's store (which another layout would refuse, and mode="w" would empty).
+            self.replay_buffer_kwargs = {**self.replay_buffer_kwargs, "path": None, "mode": "a"}
         super()._setup_model()
 
     def _excluded_save_params(self) -> list[str]:
@@ -382,12 +388,8 @@ class WorldModels(WorldModelAlgorithm):
         # New episodes (they may overwrite encoded records) or another buffer loaded: encode afresh.
         contents = (id(buffer), buffer.n_episodes_added)
         if self._latents is None or self._latents["contents"] != contents:
-            self._latents = {
-                "contents": contents,
-                "mu": np.zeros((buffer.buffer_size, self.policy.z_dim), np.float32),
-                "log_var": np.zeros((buffer.buffer_size, self.policy.z_dim), np.float32),
-                "encoded": np.zeros(buffer.buffer_size, dtype=bool),
-            }
+            # In RAM, or on disk for a DiskEpisodeReplayBuffer (M then trains on stored latents).
+            self._latents = {"contents": contents, **latent_storage(buffer, self.policy.z_dim)}
         latents = self._latents
         index = np.asarray(index)
         missing = np.unique(index[~latents["encoded"][index]])
