@@ -32,10 +32,10 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results", "gamma_speed.json")
 
 
 def mlp_flops_per_sample(model: GammaModel) -> float:
-    """``2 sum(in · out)`` over the linear layers of the online flow (the coupling MLPs)."""
-    return float(
-        sum(2 * m.in_features * m.out_features for m in model.flow.modules() if isinstance(m, th.nn.Linear))
-    )
+    """``2 sum(in · out)`` over the linear layers of the online flow (the coupling MLPs: zuko's ``Linear``,
+    recognised by its 2-D ``weight``)."""
+    weights = [m.weight for m in model.flow.modules() if type(m).__name__ == "Linear"]
+    return float(sum(2 * w.shape[0] * w.shape[1] for w in weights))
 
 
 def time_updates(model: GammaModel, batch_size: int, n_updates: int, device: str) -> float:
