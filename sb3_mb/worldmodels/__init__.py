@@ -22,10 +22,12 @@ from sb3_mb.worldmodels.fork_ppo import (
 )
 from sb3_mb.worldmodels.mdn_rnn import MDNRNN, MixtureParams
 from sb3_mb.worldmodels.policies import CnnPolicy, Controller, MlpPolicy, WorldModelsPolicy, WorldModelsState
+from sb3_mb.worldmodels.storage import DiskEpisodeReplayBuffer
 from sb3_mb.worldmodels.vae import ConvVAE, MlpVAE, VAELosses
 from sb3_mb.worldmodels.worldmodels import WorldModels
 
 __all__ = [
+    "DiskEpisodeReplayBuffer",
     "LOSS_WEIGHTS",
     "MDNRNN",
     "VAE5",
