@@ -30,20 +30,10 @@ from stable_baselines3.common.logger import configure
 from sb3_mb import WorldModels
 from sb3_mb.worldmodels.storage import DiskEpisodeReplayBuffer
 
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling script, whatever the working folder
+from worldmodels_storage import raw_env_rate  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def raw_env_rate(env_id: str, steps: int, episode_steps: int, seed: int) -> float:
-    """Env steps per second of the bare env under uniformly random actions (resets included)."""
-    env = gym.make(env_id, max_episode_steps=episode_steps)
-    env.reset(seed=seed)
-    env.action_space.seed(seed)
-    start = time.perf_counter()
-    for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        if terminated or truncated:
-            env.reset()
-    return steps / (time.perf_counter() - start)
 
 
 def collection_rate(args: argparse.Namespace, disk: bool) -> float:

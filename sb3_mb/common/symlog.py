@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch as th
 
-__all__ = ["SCALE_QUANTILE", "reward_scale", "symexp", "symlog"]
+__all__ = ["SCALE_QUANTILE", "fixed_scale", "reward_scale", "symexp", "symlog"]
 
 #: :func:`reward_scale`: this quantile of the non-zero ``|reward|``.
 SCALE_QUANTILE = 0.1
@@ -48,3 +48,16 @@ def reward_scale(rewards: np.ndarray, quantile: float = SCALE_QUANTILE) -> float
     if magnitudes.size == 0:
         return None
     return float(np.quantile(magnitudes, quantile))
+
+
+def fixed_scale(option: float | str | None, name: str) -> float | None:
+    """Check a scale option (STEVE's ``symlog_scale``, MBPO's ``reward_scale``): ``None`` (off), ``"auto"``
+    (measured later with :func:`reward_scale`) or a positive number.
+
+    :return: the number as a float, or None for ``None`` / ``"auto"``.
+    :raises ValueError: for anything else (booleans included), naming ``name``.
+    """
+    is_number = isinstance(option, (int, float)) and not isinstance(option, bool)
+    if not (option is None or option == "auto" or (is_number and option > 0)):
+        raise ValueError(f"{name} must be None, 'auto' or a positive number, got {option!r}")
+    return float(option) if is_number else None

@@ -33,7 +33,7 @@ from sb3_mb.common.checks import check_finite_gradients, check_finite_parameters
 from sb3_mb.common.ensemble import EnsembleTrainer, EnsembleTrainResult
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
-from sb3_mb.common.symlog import SCALE_QUANTILE, symexp, symlog
+from sb3_mb.common.symlog import SCALE_QUANTILE, fixed_scale, symexp, symlog
 from sb3_mb.common.symlog import reward_scale as quantile_reward_scale
 from sb3_mb.common.termination import TerminationFn, get_termination_fn
 from sb3_mb.common.utils import resolve_policy_and_env
@@ -206,9 +206,7 @@ class MBPO(SafeAlgorithmMixin, SAC):
             raise ValueError(
                 f"model_data_mixing must be one of {MODEL_DATA_MIXINGS}, got {model_data_mixing!r}"
             )
-        is_number = isinstance(reward_scale, (int, float)) and not isinstance(reward_scale, bool)
-        if not (reward_scale is None or reward_scale == "auto" or (is_number and reward_scale > 0)):
-            raise ValueError(f"reward_scale must be None, 'auto' or a positive number, got {reward_scale!r}")
+        fixed_reward_scale = fixed_scale(reward_scale, "reward_scale")
         if not 0.0 <= reward_scale_quantile <= 1.0:
             raise ValueError(f"reward_scale_quantile must lie in [0, 1], got {reward_scale_quantile}")
         if optimize_memory_usage:
@@ -285,7 +283,7 @@ class MBPO(SafeAlgorithmMixin, SAC):
         self.reward_scale, self.symlog_critic = reward_scale, symlog_critic
         self.reward_scale_quantile = reward_scale_quantile
         #: ``kappa`` in use: the given number, or set from the real buffer by the first ``train()`` ("auto").
-        self._reward_scale = float(reward_scale) if is_number else None
+        self._reward_scale = fixed_reward_scale
         self._last_model_train: int | None = None
         self._model_train_count = 0
         if _init_setup_model:

@@ -36,7 +36,7 @@ from sb3_mb.common.base_class import SafeAlgorithmMixin
 from sb3_mb.common.ensemble import random_member_split
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
-from sb3_mb.common.symlog import reward_scale, symexp, symlog
+from sb3_mb.common.symlog import fixed_scale, reward_scale, symexp, symlog
 from sb3_mb.common.utils import resolve_policy_and_env
 from sb3_mb.steve.policies import MlpPolicy, STEVEActor, STEVEPolicy, STEVEWorldModel
 
@@ -53,10 +53,6 @@ SelfSTEVE = TypeVar("SelfSTEVE", bound="STEVE")
 
 #: ``target_mode`` values: STEVE, MVE with the TD-k trick, the mean of the candidates, TD(lambda), DDPG.
 TARGET_MODES = ("steve", "mve", "mve_mean", "mve_lambda", "ddpg")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ------------------------------------------------------------------------------------------ the target rule
@@ -297,9 +293,7 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
             explore_chance = 0.05 if target_mode == "ddpg" else 0.0
         if not 0.0 <= explore_chance <= 1.0:
             raise ValueError(f"explore_chance must lie in [0, 1], got {explore_chance}")
-        valid_scale = symlog_scale == "auto" or (_is_number(symlog_scale) and symlog_scale > 0)
-        if not (symlog_scale is None or valid_scale):
-            raise ValueError(f"symlog_scale must be None, 'auto' or a positive number, got {symlog_scale!r}")
+        value_scale = fixed_scale(symlog_scale, "symlog_scale")
         super().__init__(
             policy,
             env,
@@ -333,7 +327,7 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
         self.model_pretrain_steps = model_pretrain_steps
         self.symlog_scale = symlog_scale
         # kappa of symlog(x / kappa): the given number, or set from the replay buffer by the first train().
-        self._value_scale = float(symlog_scale) if _is_number(symlog_scale) else None
+        self._value_scale = value_scale
         self._return_bounds: tuple[float, float] | None = None
         self._model_pretrained = False
         self._n_model_updates = 0
