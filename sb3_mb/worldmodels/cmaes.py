@@ -8,9 +8,11 @@ mean (``xfavorite``; estool's ``current_param``, which the original evaluates an
 
 The episodes of candidate ``i`` in generation ``g`` are seeded from ``(seed, g, i)`` alone
 (``numpy.random.SeedSequence``), and every candidate is scored by the same function whether it runs here
-or in a worker process, so a generation's result does not depend on ``n_workers``. Workers are local
-processes (``multiprocessing``, ``forkserver`` where available, else ``spawn``), each with one torch thread;
-they rebuild the policy from its constructor arguments and weights once per stage.
+or in a worker, so a generation's result does not depend on ``n_workers`` nor on which worker scores which
+candidate. Workers (``parallel_backend``) are local processes (``"processes"``: ``multiprocessing``,
+``forkserver`` where available, else ``spawn``) or the actors of a Ray cluster (``"ray"``, the ``ray`` extra:
+the paper's 64-worker runs spread over machines), each with one torch thread; they rebuild the policy from
+its constructor arguments and weights once per stage.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ import torch as th
 from sb3_mb.worldmodels.dream import DreamEnv
 from sb3_mb.worldmodels.policies import WorldModelsPolicy
 
-__all__ = ["ControllerES", "RolloutEvaluator", "evaluate_population"]
+__all__ = ["PARALLEL_BACKENDS", "ControllerES", "RolloutEvaluator", "evaluate_population", "make_pool"]
+
+#: Where the worker processes run: local processes, or the actors of a Ray cluster.
+PARALLEL_BACKENDS = ("processes", "ray")
 
 
 def _import_cma() -> Any:
@@ -46,6 +51,21 @@ def _import_cma() -> Any:
             "World Models trains its controller with CMA-ES from the cma package: pip install 'sb3-mb[wm]'"
         ) from error
     return cma
+
+
+def import_ray() -> Any:
+    """The ``ray`` package (the ``ray`` extra), imported on first use.
+
+    :raises ImportError: saying how to install it.
+    """
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError(
+            "parallel_backend='ray' scores the candidates on a Ray cluster and needs Ray: "
+            "pip install 'sb3-mb[ray]'"
+        ) from error
+    return ray
 
 
 class ControllerES:
@@ -181,59 +201,135 @@ class WorkerSpec:
         return RolloutEvaluator(policy, self.make_env(policy), self.max_episode_steps)
 
 
-_WORKER: RolloutEvaluator | None = None
-_WORKER_ERROR: BaseException | None = None
+class _Worker:
+    """A worker's :class:`RolloutEvaluator`, built from a cloudpickled :class:`WorkerSpec`, one torch thread.
+
+    An error while building is kept and raised by the first task: a failing pool initializer would make
+    multiprocessing replace the worker forever instead of reporting it.
+    """
+
+    def __init__(self, payload: bytes):
+        th.set_num_threads(1)
+        self.evaluator: RolloutEvaluator | None = None
+        self.error: BaseException | None = None
+        try:
+            self.evaluator = cloudpickle.loads(payload).build()
+        except Exception as error:
+            self.error = error
+
+    def evaluate(self, task: tuple[np.ndarray, list[int]]) -> tuple[float, int]:
+        """``(mean return, env steps taken)`` of the ``(candidate, seeds)`` task."""
+        if self.error is not None:
+            raise RuntimeError(
+                f"the worker could not build its policy and env: {self.error!r}"
+            ) from self.error
+        assert self.evaluator is not None
+        before = self.evaluator.env_steps
+        value = self.evaluator.evaluate(*task)
+        return value, self.evaluator.env_steps - before
+
+
+_WORKER: _Worker | None = None  # the process pool's worker, one per process
 
 
 def _init_worker(payload: bytes) -> None:
-    # An error here is kept and raised by the first task: a failing pool initializer would make
-    # multiprocessing replace the worker forever instead of reporting it.
-    global _WORKER, _WORKER_ERROR
-    th.set_num_threads(1)
-    try:
-        _WORKER = cloudpickle.loads(payload).build()
-    except Exception as error:
-        _WORKER_ERROR = error
+    global _WORKER
+    _WORKER = _Worker(payload)
 
 
 def _evaluate_in_worker(task: tuple[np.ndarray, list[int]]) -> tuple[float, int]:
-    if _WORKER_ERROR is not None:
-        raise RuntimeError(
-            f"the worker could not build its policy and env: {_WORKER_ERROR!r}"
-        ) from _WORKER_ERROR
     assert _WORKER is not None, "worker not initialised"
-    before = _WORKER.env_steps
-    value = _WORKER.evaluate(*task)
-    return value, _WORKER.env_steps - before
+    return _WORKER.evaluate(task)
 
 
-def make_pool(n_workers: int, spec: WorkerSpec) -> Any:
-    """A pool of ``n_workers`` local processes, each holding the :class:`RolloutEvaluator` of ``spec``."""
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    return context.Pool(n_workers, initializer=_init_worker, initargs=(cloudpickle.dumps(spec),))
+class ProcessWorkers:
+    """``n_workers`` local processes, each holding the :class:`RolloutEvaluator` of ``spec``."""
+
+    def __init__(self, n_workers: int, spec: WorkerSpec):
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        self._pool = context.Pool(n_workers, initializer=_init_worker, initargs=(cloudpickle.dumps(spec),))
+
+    def map(self, tasks: list[tuple[np.ndarray, list[int]]]) -> list[tuple[float, int]]:
+        """``(mean return, env steps)`` of each ``(candidate, seeds)`` task, in the order of ``tasks``."""
+        return self._pool.map(_evaluate_in_worker, tasks, chunksize=1)
+
+    def close(self) -> None:
+        self._pool.close()
+        self._pool.join()
+
+
+class RayWorkers:
+    """``n_workers`` Ray actors (one CPU each), each holding the :class:`RolloutEvaluator` of ``spec``.
+
+    Ray is started with ``ray.init(address=address)`` unless it already runs in this process: ``address``
+    None connects to the cluster named by ``RAY_ADDRESS`` or started by ``ray start`` on this machine, else
+    starts a local instance (Ray's rule); call ``ray.init`` yourself for other options. The actors must be
+    able to import ``sb3_mb`` and make the env (on a cluster: installed on every node, or a ``runtime_env``).
+    Candidates go to whichever actor is idle (``ray.util.ActorPool``); results come back in order.
+
+    :raises ImportError: without Ray (``pip install 'sb3-mb[ray]'``).
+    """
+
+    def __init__(self, n_workers: int, spec: WorkerSpec, address: str | None = None):
+        ray = self._ray = import_ray()
+        if not ray.is_initialized():
+            ray.init(address=address)
+        payload = ray.put(cloudpickle.dumps(spec))
+        actor_class = ray.remote(num_cpus=1)(_Worker)
+        self._actors = [actor_class.remote(payload) for _ in range(n_workers)]
+
+    def map(self, tasks: list[tuple[np.ndarray, list[int]]]) -> list[tuple[float, int]]:
+        """``(mean return, env steps)`` of each ``(candidate, seeds)`` task, in the order of ``tasks``."""
+        from ray.util import ActorPool
+
+        return list(ActorPool(self._actors).map(lambda actor, task: actor.evaluate.remote(task), tasks))
+
+    def close(self) -> None:
+        for actor in self._actors:
+            self._ray.kill(actor)
+        self._actors = []
+
+
+def make_pool(
+    n_workers: int, spec: WorkerSpec, backend: str = "processes", ray_address: str | None = None
+) -> ProcessWorkers | RayWorkers:
+    """``n_workers`` workers holding the :class:`RolloutEvaluator` of ``spec``: local processes
+    (``backend="processes"``) or Ray actors (``"ray"``, on the cluster at ``ray_address``, see
+    :class:`RayWorkers`). Call ``close()`` when done.
+
+    :raises ValueError: for ``n_workers < 1`` or an unknown ``backend``.
+    :raises ImportError: for ``"ray"`` without Ray installed.
+    """
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+    if backend == "processes":
+        return ProcessWorkers(n_workers, spec)
+    if backend == "ray":
+        return RayWorkers(n_workers, spec, ray_address)
+    raise ValueError(f"parallel_backend must be one of {PARALLEL_BACKENDS}, got {backend!r}")
 
 
 def evaluate_population(
     candidates: np.ndarray,
     seeds: Sequence[Sequence[int]],
     evaluator: RolloutEvaluator | None = None,
-    pool: Any = None,
+    pool: ProcessWorkers | RayWorkers | None = None,
 ) -> tuple[np.ndarray, int]:
     """Scores of ``candidates (population, n_parameters)``, candidate ``i`` over the episodes ``seeds[i]``:
-    in-process with ``evaluator`` or in ``pool`` (:func:`make_pool`), with the same result.
+    in-process with ``evaluator`` or by the workers of ``pool`` (:func:`make_pool`), with the same result.
 
     :return: ``(returns (population,), env steps taken)``.
     :raises ValueError: unless exactly one of ``evaluator`` and ``pool`` is given.
     """
     if (evaluator is None) == (pool is None):
-        raise ValueError("give exactly one of evaluator (in-process) and pool (worker processes)")
+        raise ValueError("give exactly one of evaluator (in-process) and pool (workers)")
     tasks = [
         (candidate, list(candidate_seeds))
         for candidate, candidate_seeds in zip(candidates, seeds, strict=True)
     ]
     if pool is not None:
-        results = pool.map(_evaluate_in_worker, tasks, chunksize=1)
+        results = pool.map(tasks)
         return np.array([value for value, _ in results]), int(sum(steps for _, steps in results))
     before = evaluator.env_steps
     returns = np.array([evaluator.evaluate(*task) for task in tasks])

@@ -57,10 +57,12 @@ from sb3_mb.common.base_class import WorldModelAlgorithm
 from sb3_mb.common.buffers import EpisodeReplayBuffer
 from sb3_mb.common.utils import resolve_policy_and_env
 from sb3_mb.worldmodels.cmaes import (
+    PARALLEL_BACKENDS,
     ControllerES,
     RolloutEvaluator,
     WorkerSpec,
     evaluate_population,
+    import_ray,
     make_pool,
 )
 from sb3_mb.worldmodels.dream import DreamEnv
@@ -133,13 +135,20 @@ class WorldModels(WorldModelAlgorithm):
     :param max_episode_steps: cut each scoring episode after this many steps (None: the env's own limit; the
         dream's length is ``dream_max_episode_steps``).
     :param dream_max_episode_steps: length of a dream episode (1000).
-    :param n_workers: processes scoring candidates; 1 scores in-process. Results do not depend on it (the
-        workers run on the CPU with one thread: bit-identical to in-process scoring on a CPU model). They
-        start with ``forkserver`` (or ``spawn``), so a script using them needs the
-        ``if __name__ == "__main__":`` guard.
+    :param n_workers: workers scoring candidates; 1 scores in-process with ``parallel_backend="processes"``.
+        Results depend neither on it nor on the backend (the workers run on the CPU with one thread:
+        bit-identical to in-process scoring on a CPU model; each candidate's episodes are seeded from the
+        CMA-ES seed, the generation and the candidate's index alone).
+    :param parallel_backend: ``"processes"``: local processes, started with ``forkserver`` (or ``spawn``), so
+        a script using them needs the ``if __name__ == "__main__":`` guard; ``"ray"``: ``n_workers`` actors of
+        a Ray cluster, one CPU each, even for ``n_workers=1`` (``pip install 'sb3-mb[ray]'``; every node must
+        import ``sb3_mb`` and make the env).
+    :param ray_address: the cluster to connect to when Ray is not yet initialised in this process (None:
+        Ray's rule, ``RAY_ADDRESS``, a cluster started by ``ray start`` here, else a new local instance);
+        call ``ray.init`` yourself first for any other option.
     :param controller_env_fn: a picklable function returning a new real env for scoring (needed with
-        ``controller_env="real"`` and ``n_workers > 1``). Not saved: ``WorldModels.load(path,
-        controller_env_fn=...)`` gives it back.
+        ``controller_env="real"`` and workers). Not saved: ``WorldModels.load(path, controller_env_fn=...)``
+        gives it back.
     :param train_interval: collected episodes between later rounds (0: one round, the paper).
     :param max_grad_norm: global-norm gradient clip of V and M (1000, effectively none).
     :param log_images: with image observations, log 8 stored frames beside V's reconstructions after each
@@ -150,7 +159,9 @@ class WorldModels(WorldModelAlgorithm):
     :param stats_window_size: episodes in the rollout statistics. :param tensorboard_log: log folder.
     :param verbose: 0, 1 or 2. :param seed: random seed. :param device: torch device.
     :raises ValueError: for an unsupported observation or action space (naming it and what is expected), an
-        unknown ``controller_env``, or ``n_workers > 1`` in the real env without ``controller_env_fn``.
+        unknown ``controller_env`` or ``parallel_backend``, ``n_workers < 1``, or workers in the real env
+        without ``controller_env_fn``.
+    :raises ImportError: for ``parallel_backend="ray"`` without Ray (``pip install 'sb3-mb[ray]'``).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
@@ -182,6 +193,8 @@ class WorldModels(WorldModelAlgorithm):
         max_episode_steps: int | None = None,
         dream_max_episode_steps: int = 1000,
         n_workers: int = 1,
+        parallel_backend: str = "processes",
+        ray_address: str | None = None,
         controller_env_fn: Callable[[], gym.Env] | None = None,
         train_interval: int = 0,
         max_grad_norm: float = 1000.0,
@@ -201,10 +214,17 @@ class WorldModels(WorldModelAlgorithm):
             check_action_space(env.action_space)  # before SB3's own assertions, with a clearer message
         if controller_env not in CONTROLLER_ENVS:
             raise ValueError(f"controller_env must be one of {CONTROLLER_ENVS}, got {controller_env!r}")
-        if controller_env == "real" and n_workers > 1 and controller_env_fn is None:
+        if parallel_backend not in PARALLEL_BACKENDS:
+            raise ValueError(f"parallel_backend must be one of {PARALLEL_BACKENDS}, got {parallel_backend!r}")
+        if n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        if parallel_backend == "ray":
+            import_ray()  # before collecting anything
+        uses_workers = n_workers > 1 or parallel_backend == "ray"
+        if controller_env == "real" and uses_workers and controller_env_fn is None:
             raise ValueError(
-                "n_workers > 1 in the real env needs controller_env_fn, a picklable function returning a new "
-                "env"
+                f"n_workers={n_workers} with parallel_backend={parallel_backend!r} in the real env needs "
+                "controller_env_fn, a picklable function returning a new env"
             )
         super().__init__(
             policy,
@@ -238,6 +258,7 @@ class WorldModels(WorldModelAlgorithm):
         )
         self.temperature, self.max_episode_steps = temperature, max_episode_steps
         self.dream_max_episode_steps, self.n_workers = dream_max_episode_steps, n_workers
+        self.parallel_backend, self.ray_address = parallel_backend, ray_address
         self.controller_env_fn, self.train_interval, self.max_grad_norm = (
             controller_env_fn,
             train_interval,
@@ -563,11 +584,11 @@ class WorldModels(WorldModelAlgorithm):
             self.es = ControllerES(policy.controller.get_vector(), self.population_size, self.sigma0, seed)
         maker = self._controller_env_maker()
         pool, evaluator = None, None
-        if self.n_workers > 1:
+        if self.n_generations > 0 and (self.n_workers > 1 or self.parallel_backend == "ray"):
             if maker is None:
                 raise ValueError(
-                    "n_workers > 1 in the real env needs controller_env_fn (it is not saved with the model: "
-                    "WorldModels.load(path, controller_env_fn=...))"
+                    "scoring in workers in the real env needs controller_env_fn (it is not saved with the "
+                    "model: WorldModels.load(path, controller_env_fn=...))"
                 )
             spec = WorkerSpec(
                 type(policy),
@@ -576,7 +597,7 @@ class WorldModels(WorldModelAlgorithm):
                 maker,
                 self.max_episode_steps,
             )
-            pool = make_pool(self.n_workers, spec)
+            pool = make_pool(self.n_workers, spec, self.parallel_backend, self.ray_address)
         else:
             env = maker(policy) if maker is not None else self._training_env_for_scoring()
             evaluator = RolloutEvaluator(policy, env, self.max_episode_steps)
@@ -603,7 +624,6 @@ class WorldModels(WorldModelAlgorithm):
         finally:
             if pool is not None:
                 pool.close()
-                pool.join()
         policy.controller.set_vector(self.es.mean)
         if evaluator is not None and maker is None:
             self._restart_training_envs()
