@@ -151,6 +151,8 @@ class WorldModels(WorldModelAlgorithm):
         gives it back.
     :param train_interval: collected episodes between later rounds (0: one round, the paper).
     :param max_grad_norm: global-norm gradient clip of V and M (1000, effectively none).
+    :param nll_horizon: after each M stage, log M's open-loop NLL at each step ``k = 1..nll_horizon`` of the
+        horizon (``train/mdn_nll_step_<k>``, :meth:`horizon_nll`; 0: off).
     :param log_images: with image observations, log 8 stored frames beside V's reconstructions after each
         V stage (``train/vae_reconstructions``) and a dream video of up to 100 steps after each M stage
         (``train/dream``, :meth:`dream_video`); TensorBoard output.
@@ -198,6 +200,7 @@ class WorldModels(WorldModelAlgorithm):
         controller_env_fn: Callable[[], gym.Env] | None = None,
         train_interval: int = 0,
         max_grad_norm: float = 1000.0,
+        nll_horizon: int = 10,
         log_images: bool = True,
         replay_buffer_class: type[EpisodeReplayBuffer] = EpisodeReplayBuffer,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -264,7 +267,7 @@ class WorldModels(WorldModelAlgorithm):
             train_interval,
             max_grad_norm,
         )
-        self.log_images = log_images
+        self.log_images, self.nll_horizon = log_images, nll_horizon
         #: CMA-ES's state (saved with the model, so controller training resumes); made at the first round.
         self.es: ControllerES | None = None
         self._last_round_episodes: int | None = None  # buffer episodes at the last round (not saved)
@@ -441,10 +444,7 @@ class WorldModels(WorldModelAlgorithm):
         buffer, policy = self.replay_buffer, self.policy
         mu, log_var = (th.as_tensor(x, device=self.device) for x in self.encode_records(index))
         z = policy.vae.sample(mu, log_var, generator)
-        actions = buffer.to_torch(buffer.actions[index[:, 1:]])
-        if policy.discrete:
-            choice = actions[..., 0].long() - int(self.action_space.start)  # stored as the env's values
-            actions = th.nn.functional.one_hot(choice, policy.action_dim).float()
+        actions = self._model_actions(index[:, 1:])
         params, _ = policy.mdn_rnn(z[:, :-1], actions)
         nll = MDNRNN.nll(params, z[:, 1:]).mean()
         loss = nll
@@ -462,9 +462,59 @@ class WorldModels(WorldModelAlgorithm):
         losses["loss"] = loss
         return losses
 
+    def _model_actions(self, index: np.ndarray) -> th.Tensor:
+        """The stored actions at record indices ``index`` (any shape) as M reads them, ``(*index.shape,
+        action_dim)``: ``Box`` actions as stored (scaled to ``[-1, 1]``), ``Discrete`` ones one-hot (they are
+        stored as the env's values)."""
+        actions = self.replay_buffer.to_torch(self.replay_buffer.actions[index])
+        if self.policy.discrete:
+            choice = actions[..., 0].long() - int(self.action_space.start)
+            actions = th.nn.functional.one_hot(choice, self.policy.action_dim).float()
+        return actions
+
+    @th.no_grad()
+    def horizon_nll(self, index: np.ndarray, generator: th.Generator | None = None) -> np.ndarray:
+        """M's NLL per step of the horizon, open-loop, as in the dream (Sec. 4): from ``z_0`` of each window,
+        M steps under the recorded actions, feeding back its own samples at ``temperature``; step ``k`` scores
+        the stored ``z_k`` under the mixture M predicts after ``k`` steps. Step 1 is the one-step NLL that M
+        trains on (``train/mdn_nll`` at the window's first position); the growth with ``k`` is what the dream
+        loses to compounding error. ``z`` are samples of V's stored posterior, as in training.
+
+        :param index: record indices ``(batch, H + 1)`` of windows of stored episodes
+            (:meth:`~sb3_mb.common.buffers.EpisodeReplayBuffer.sample_window_indices`).
+        :param generator: the torch RNG of the posterior and mixture samples (None: torch's global RNG).
+        :return: ``(H,)`` NLL in nats per latent dimension averaged over the windows, step ``k`` at ``k - 1``.
+        """
+        policy = self.policy
+        mu, log_var = (th.as_tensor(x, device=self.device) for x in self.encode_records(index))
+        z_real = policy.vae.sample(mu, log_var, generator)
+        actions = self._model_actions(index[:, 1:])
+        h = th.zeros(len(index), policy.hidden_size, device=self.device)
+        hidden, z, nll = (h, th.zeros_like(h)), z_real[:, 0], []
+        for k in range(index.shape[1] - 1):
+            hidden = policy.mdn_rnn.step(z, actions[:, k], hidden)
+            params = policy.mdn_rnn.mixture(hidden[0])
+            nll.append(MDNRNN.nll(params, z_real[:, k + 1]).mean())
+            z = MDNRNN.sample(params, self.temperature, generator)
+        return th.stack(nll).cpu().numpy()
+
+    def _log_horizon_nll(self, batch_size: int) -> None:
+        """``train/mdn_nll_step_<k>`` of :meth:`horizon_nll` on ``batch_size`` stored windows of
+        ``nll_horizon + 1`` records (fewer when every episode is shorter). Its own RNGs, seeded from ``seed``
+        and the update count, leave NumPy's and torch's global streams as they were."""
+        window = int(min(self.nll_horizon + 1, self.replay_buffer.episode_lengths.max()))
+        if self.nll_horizon < 1 or window < 2:
+            return
+        rng = np.random.default_rng(None if self.seed is None else [self.seed, self._n_updates])
+        generator = th.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
+        index = self.replay_buffer.sample_window_indices(batch_size, window, rng)
+        for k, value in enumerate(self.horizon_nll(index, generator), start=1):
+            self.logger.record(f"train/mdn_nll_step_{k}", float(value))
+
     def train_mdn_rnn(self, batch_size: int) -> dict[str, float]:
         """``mdn_epochs`` passes of M over the stored transitions (sequences of ``sequence_length`` steps,
-        ``batch_size`` per update); logs ``train/mdn_nll`` and the other terms.
+        ``batch_size`` per update); logs ``train/mdn_nll`` and the other terms, then M's NLL per step of the
+        horizon (``train/mdn_nll_step_<k>``, ``nll_horizon``).
 
         :return: the mean loss terms.
         """
@@ -487,6 +537,7 @@ class WorldModels(WorldModelAlgorithm):
         means = {key: value / n_updates for key, value in totals.items()}
         for key, value in means.items():
             self.logger.record(f"train/mdn_{key}", value)
+        self._log_horizon_nll(batch_size)
         if self.log_images and policy.use_conv:
             self.logger.record(
                 "train/dream",
@@ -508,10 +559,7 @@ class WorldModels(WorldModelAlgorithm):
         policy, buffer = self.policy, self.replay_buffer
         index = np.asarray(index).reshape(-1)
         frames = preprocess_images(buffer.to_torch(buffer.observations[index]))
-        actions = buffer.to_torch(buffer.actions[index[1:]])
-        if policy.discrete:
-            choice = actions[..., 0].long() - int(self.action_space.start)
-            actions = th.nn.functional.one_hot(choice, policy.action_dim).float()
+        actions = self._model_actions(index[1:])
         z = policy.vae.encode(frames[:1] * 255.0)[0]
         h = th.zeros(1, policy.hidden_size, device=self.device)
         c = th.zeros_like(h)

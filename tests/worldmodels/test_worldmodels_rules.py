@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.logger import KVWriter, Logger
 
 from sb3_mb import WorldModels
 from sb3_mb.worldmodels import MDNRNN
@@ -127,3 +128,68 @@ def test_a_non_finite_candidate_return_is_a_clear_error_before_cma_es_is_told():
     with pytest.raises(FloatingPointError, match="candidates' return is not finite at CMA-ES generation 1"):
         model.learn(30)
     assert model.es.generation == 0
+
+
+def test_horizon_nll_runs_m_open_loop_from_the_first_latent(monkeypatch):
+    """Step 1 scores ``z_1`` after ``[z_0, a_0]`` (the one-step NLL M trains on); step ``k > 1`` after M was
+    fed its own sample of step ``k - 1``, never the stored ``z_{k-1}``; actions are the recorded ones."""
+    model = WorldModels("MlpPolicy", _Counter(), seed=0, **SMALL)
+    model.learn(30)
+    policy = model.policy
+    monkeypatch.setattr(policy.vae, "sample", lambda mu, log_var, generator=None: mu)  # z = posterior mean
+    fed, sampled = [], []
+    step, sample = policy.mdn_rnn.step, MDNRNN.sample
+
+    def spy_step(z, action, hidden):
+        fed.append((z.clone(), action.clone()))
+        return step(z, action, hidden)
+
+    def spy_sample(params, temperature=1.0, generator=None):
+        sampled.append(sample(params, temperature, generator))
+        return sampled[-1]
+
+    monkeypatch.setattr(policy.mdn_rnn, "step", spy_step)
+    monkeypatch.setattr(MDNRNN, "sample", staticmethod(spy_sample))
+    index = model.replay_buffer.sample_window_indices(3, 6)
+    nll = model.horizon_nll(index, th.Generator().manual_seed(0))
+    assert nll.shape == (5,)
+    mu = th.as_tensor(model.encode_records(index)[0])
+    actions = th.as_tensor(model.replay_buffer.actions[index[:, 1:]])
+    th.testing.assert_close(fed[0][0], mu[:, 0])
+    for k in range(1, 5):
+        th.testing.assert_close(fed[k][0], sampled[k - 1])  # its own sample, not mu[:, k]
+        assert not th.allclose(fed[k][0], mu[:, k])
+    for k in range(5):
+        th.testing.assert_close(fed[k][1], actions[:, k])
+    with th.no_grad():
+        teacher_forced = MDNRNN.nll(policy.mdn_rnn(mu[:, :-1], actions)[0], mu[:, 1:]).mean(dim=0)
+    assert nll[0] == pytest.approx(float(teacher_forced[0]), rel=1e-5)
+    assert not np.allclose(nll[1:], teacher_forced[1:].numpy())
+
+
+class _Recorder(KVWriter):
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def write(self, key_values, key_excluded, step=0):
+        self.records.append(dict(key_values))
+
+
+def test_m_stage_logs_its_nll_per_step_of_the_horizon_without_moving_the_global_rngs():
+    """``nll_horizon=4`` on episodes of 10 steps: ``train/mdn_nll_step_1..4``; the same seed logs the same
+    values; the diagnostic draws from RNGs of its own, so the run's CMA-ES result is that of ``nll_horizon=0``
+    (which logs none)."""
+    runs = {}
+    for name, horizon in (("a", 4), ("b", 4), ("off", 0)):
+        model = WorldModels("MlpPolicy", _Counter(), seed=0, nll_horizon=horizon, **SMALL)
+        recorder = _Recorder()
+        model.set_logger(Logger(None, [recorder]))
+        model.learn(30)
+        model.logger.dump()  # 3 episodes: before the first log_interval
+        logged = {k: v for record in recorder.records for k, v in record.items() if "mdn_nll_step" in k}
+        runs[name] = (logged, model.es.mean.copy())
+    assert sorted(runs["a"][0]) == [f"train/mdn_nll_step_{k}" for k in (1, 2, 3, 4)]
+    assert all(np.isfinite(list(runs["a"][0].values())))
+    assert runs["a"][0] == runs["b"][0]
+    assert runs["off"][0] == {}
+    np.testing.assert_array_equal(runs["a"][1], runs["off"][1])
