@@ -11,11 +11,17 @@ then only runs, C does not read it). Each policy is scored deterministically on 
 episodes of the same length (seed 100): C at CMA-ES's mean (what ``WorldModels`` keeps) and at its best-ever
 candidate.
 
+C's output reaches the car through the original code's map (``--action-map original``, the default:
+:class:`~sb3_mb.worldmodels.carracing.CarRacingActions`; a zero C drives at gas 0.5, no brake) or the
+affine map onto CarRacing's own bounds (``--action-map affine``: a zero C brakes at 0.5). Random rollouts and
+the random baseline sample the agent's action space, so they differ between the two as well.
+
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/worldmodels_carracing.py
 
 The paper's budget (not run; days of CPU): ``--paper`` prints the command.
 
-Writes ``benchmarks/results/worldmodels_carracing.json``.
+Writes ``benchmarks/results/worldmodels_carracing.json`` (``worldmodels_carracing_affine.json`` with
+``--action-map affine``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 
 from sb3_mb import WorldModels
+from sb3_mb.worldmodels.carracing import make_carracing
 from sb3_mb.worldmodels.storage import DiskEpisodeReplayBuffer
 
 RESULTS = Path(__file__).parent / "results"
@@ -72,8 +79,15 @@ def timed(method, times: dict, key: str):
     return wrapper
 
 
+def make_env(args: argparse.Namespace) -> gym.Env:
+    """The env as the agent sees it: the original action map (``CarRacingActions``) or CarRacing's own."""
+    if args.action_map == "original":
+        return make_carracing(args.env, max_episode_steps=args.episode_steps)
+    return gym.make(args.env, max_episode_steps=args.episode_steps)
+
+
 def score(policy, args: argparse.Namespace) -> dict[str, float]:
-    env = make_vec_env(args.env, n_envs=1, seed=100, env_kwargs=dict(max_episode_steps=args.episode_steps))
+    env = make_vec_env(functools.partial(make_env, args), n_envs=1, seed=100)
     env.action_space.seed(100)
     start = time.perf_counter()
     returns, _ = evaluate_policy(policy, env, n_eval_episodes=args.eval_episodes, return_episode_rewards=True)
@@ -97,6 +111,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--action-map", choices=("original", "affine"), default="original")
     parser.add_argument("--paper", action="store_true", help="print the paper-budget command and exit")
     args = parser.parse_args()
     if args.paper:
@@ -120,7 +135,7 @@ def main() -> None:
     )
     full = WorldModels(
         "CnnPolicy",
-        gym.make(args.env, max_episode_steps=args.episode_steps),
+        make_env(args),
         replay_buffer_class=DiskEpisodeReplayBuffer,
         replay_buffer_kwargs=dict(path=tempfile.mkdtemp(prefix="wm_carracing_")),
         **settings,
@@ -135,7 +150,7 @@ def main() -> None:
 
     v_only = WorldModels(
         "CnnPolicy",
-        gym.make(args.env, max_episode_steps=args.episode_steps),
+        make_env(args),
         policy_kwargs=dict(controller_input="z"),
         **settings,
     )
@@ -192,7 +207,8 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "worldmodels_carracing.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "worldmodels_carracing" + ("_affine" if args.action_map == "affine" else "")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

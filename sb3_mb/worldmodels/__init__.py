@@ -3,6 +3,7 @@ trained by CMA-ES in the real environment or in the dream; and the Sonic fork's 
 World Models): VAE5, an inverse model and a joint loss, with PPO as the controller
 (:class:`WorldModelsPPO`)."""
 
+from sb3_mb.worldmodels.carracing import CarRacingActions, make_carracing
 from sb3_mb.worldmodels.cmaes import ControllerES, RolloutEvaluator, evaluate_population
 from sb3_mb.worldmodels.dream import DreamEnv
 from sb3_mb.worldmodels.fork import (
@@ -31,6 +32,7 @@ __all__ = [
     "LOSS_WEIGHTS",
     "MDNRNN",
     "VAE5",
+    "CarRacingActions",
     "CnnPolicy",
     "Controller",
     "ControllerES",
@@ -54,4 +56,5 @@ __all__ = [
     "curiosity_reward",
     "evaluate_population",
     "joint_loss",
+    "make_carracing",
 ]

@@ -16,7 +16,8 @@ state in step 3 of the step it is taken (the original's order), so ``(h, c)`` al
 C (Sec. 2.3): ``a = W [z, h] + b`` (CarRacing: (32 + 256) * 3 + 3 = 867 parameters), or with hidden tanh
 layers (``controller_hidden_sizes``; the paper's hidden-layer variant has 40 units). Its output becomes an
 action: ``Box``: ``tanh`` of it mapped linearly onto the bounds (the original maps CarRacing's gas from
-``[-1, 1]`` to ``[0, 1]`` this way, and clips the brake instead); ``Discrete(n)``: the argmax of ``n``
+``[-1, 1]`` to ``[0, 1]`` this way, and clips the brake instead: wrap CarRacing in
+:class:`~sb3_mb.worldmodels.carracing.CarRacingActions` for its map); ``Discrete(n)``: the argmax of ``n``
 outputs. C is trained by CMA-ES (:mod:`sb3_mb.worldmodels.cmaes`), never by gradients.
 
 Every network size is an argument of :class:`WorldModelsPolicy` (the algorithm's ``policy_kwargs``).
