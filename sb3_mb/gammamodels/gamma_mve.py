@@ -20,12 +20,41 @@ expanded target's: ``r' = r + (1 - d)(γ sum_n α_n ρ(s^n) - β^H ρ(s^H))``, `
 that SAC's own ``r' + (1 - d) discount (min Q'(s', a') - α log π(a' | s'))`` is the γ-MVE target. Each row
 takes one model rollout (an unbiased, single-sample estimate). The γ-model is trained online beside the actor
 by TD on real batches with ``a' ~ π(s')`` and a reward model ``r(s, a)`` by regression; expansion starts after
-``model_learning_starts`` model updates. Limits: the γ-model does not model terminations (rollouts never end
+``model_learning_starts`` model updates.
+
+``expand_from_next_state`` applies the same expansion to the value of the real next state instead of to
+``W(s, a)``: ``Q(s, a) = r + γ V(s')`` with ``V(s') = ρ(s') + γ W(s', a')``, ``a' ~ π(s')``, so the target is
+``r + γ ρ(s') + γ (γ sum_n α_n ρ(s^n) + β^H (V - ρ)(s^H))`` with ``s^1 ~ μ̃(· | s', a')``: SAC's reward
+``r + γ ρ(s') + γ (γ sum_n α_n ρ(s^n) - β^H ρ(s^H))``, next state ``s^H``, discount ``γ β^H``. The spec's
+expansion is one of a state value (spec 1.6), and this is it at ``s'``; with γ̃ = 0 it is MVE as Feinberg et
+al. imagine it, from the real next state. The intent: the action's effect reaches ``Q(s, ·)`` through the
+real ``s'``, as in SAC, not only through the γ-model's dependence on ``a``. Measured on Pendulum-v1
+(``benchmarks/gamma_mve_bias.py``), the single-sample model noise still dominates the difference between two
+actions' targets; see ``benchmarks/README.md`` for what it does to learning.
+
+Options that trade the plain estimator for less bias or variance (each off by default, so the default is the
+spec's rule):
+
+- ``clip_observations`` / ``angle_observations`` / ``observation_projection``: a γ-model sample may leave the
+  set where observations live (on Pendulum-v1, ``cos² + sin²`` of the samples averaged 1.17), and there the
+  reward model and the critics extrapolate. Each sample ``s^n`` is mapped back (clipped to the observation
+  space's finite bounds; ``(cos, sin)`` pairs scaled to unit norm; a user's map) before it is used anywhere:
+  reward, action, next composition and bootstrap.
+- ``n_model_samples``: ``k`` rollouts per row; the model rewards ``sum_n α_n ρ(s^n)`` are averaged over the
+  ``k`` rollouts and the bootstrap ``β^H (V - ρ)(s^H)`` is taken at the first rollout's ``s^H`` (both
+  unbiased; the average lowers the variance that the α_n amplify).
+- ``expansion_fraction`` / ``expansion_ramp``: a random share of each batch's rows gets the expanded target
+  and the rest SAC's one-step target, the share growing linearly over ``expansion_ramp`` model updates after
+  ``model_learning_starts``. In expectation the target is the mixture ``f · γ-MVE + (1 - f) · SAC``, a way to
+  lean on the critic while the γ-model is young (STEVE and MVE's TD-k also mix horizons).
+
+Limits: the γ-model does not model terminations (rollouts never end
 inside the model; fine for Pendulum, biased for tasks with early termination).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -87,8 +116,27 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
         sizes, rates; default here: the small flow of the tests, hidden 128 × 2, K 8, 2 blocks, τ 0.01,
         learning rate 1e-3).
     :param reward_net_arch: hidden sizes of the reward model ``r(s, a)`` ((256, 256), ReLU, Adam 3e-4).
+    :param clip_observations: clip every γ-model sample to the observation space's finite bounds (module
+        docstring; off). General and cheap; on Pendulum-v1 it bounds cos and sin to ``[-1, 1]`` and the
+        velocity to ``[-8, 8]`` but leaves ``cos² + sin²`` anywhere in ``[0, 2]``.
+    :param angle_observations: pairs ``(i, j)`` of observation indices that hold ``(cos θ, sin θ)`` of an
+        angle; each pair of every γ-model sample is scaled to unit norm (``((0, 1),)`` for Pendulum-v1;
+        default none). Applied after the clipping.
+    :param observation_projection: a user's map ``(batch, obs_dim) -> (batch, obs_dim)`` of γ-model samples
+        onto the observation set, applied last (default none). It is saved with the model (cloudpickle).
+    :param n_model_samples: ``k``, γ-model rollouts per target row (1: the single-sample estimate). Costs
+        ``k`` times the sampling.
+    :param expand_from_next_state: expand the value of the real next state ``V(s')`` instead of ``W(s, a)``
+        from ``(s, a)`` (module docstring; off: the expansion starts at ``(s, a)``). The target then keeps the
+        real transition's dependence on the action.
+    :param expansion_fraction: the share ``f`` of rows with the expanded target once fully ramped (1: every
+        row, the spec's rule; 0: SAC).
+    :param expansion_ramp: model updates after ``model_learning_starts`` over which the share grows linearly
+        from 0 to ``expansion_fraction`` (0: at once).
     :param sac_kwargs: SB3 SAC's arguments (``learning_rate``, ``buffer_size``, ``gamma``, ...).
-    :raises ValueError: for an unsupported space, or γ̃ outside ``[0, gamma]`` or ``H < 1``.
+    :raises ValueError: for an unsupported space, γ̃ outside ``[0, gamma]``, ``H < 1``, ``n_model_samples <
+        1``, ``expansion_fraction`` outside ``[0, 1]``, ``expansion_ramp < 0`` or an angle index outside the
+        observation.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
@@ -106,6 +154,13 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
         model_batch_size: int = 256,
         gamma_model_kwargs: dict[str, Any] | None = None,
         reward_net_arch: tuple[int, ...] = (256, 256),
+        clip_observations: bool = False,
+        angle_observations: Sequence[tuple[int, int]] = (),
+        observation_projection: Callable[[th.Tensor], th.Tensor] | None = None,
+        n_model_samples: int = 1,
+        expand_from_next_state: bool = False,
+        expansion_fraction: float = 1.0,
+        expansion_ramp: int = 0,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         _init_setup_model: bool = True,
         **sac_kwargs: Any,
@@ -119,6 +174,24 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
                 f"need 0 <= model_gamma <= gamma ({gamma}) and value_expansion_horizon >= 1; "
                 f"got {model_gamma}, {value_expansion_horizon}"
             )
+        obs_dim = int(env.observation_space.shape[0]) if env is not None else None  # None: load rebuilds
+        angle_observations = tuple((int(i), int(j)) for i, j in angle_observations)
+        if (
+            n_model_samples < 1
+            or not 0.0 <= expansion_fraction <= 1.0
+            or expansion_ramp < 0
+            or any(i == j or min(i, j) < 0 for i, j in angle_observations)
+            or (obs_dim is not None and any(max(i, j) >= obs_dim for i, j in angle_observations))
+        ):
+            raise ValueError(
+                "need n_model_samples >= 1, 0 <= expansion_fraction <= 1, expansion_ramp >= 0 and angle "
+                f"observation pairs of distinct indices below {obs_dim}; got {n_model_samples}, "
+                f"{expansion_fraction}, {expansion_ramp}, {angle_observations}"
+            )
+        self.clip_observations, self.angle_observations = clip_observations, angle_observations
+        self.observation_projection, self.n_model_samples = observation_projection, n_model_samples
+        self.expand_from_next_state = expand_from_next_state
+        self.expansion_fraction, self.expansion_ramp = expansion_fraction, expansion_ramp
         self.model_gamma, self.value_expansion_horizon = model_gamma, value_expansion_horizon
         self.model_learning_starts, self.model_gradient_steps = model_learning_starts, model_gradient_steps
         self.model_batch_size = model_batch_size
@@ -141,6 +214,7 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
 
     def _setup_model(self) -> None:
         check_flat_box_spaces(self, "GammaMVE")
+        self.angle_observations = tuple((int(i), int(j)) for i, j in self.angle_observations)  # JSON: lists
         super()._setup_model()
         if not isinstance(self.replay_buffer, GammaMVEReplayBuffer):
             raise ValueError(
@@ -173,6 +247,33 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
     # ------------------------------------------------------------------------------------ models
     def _expanding(self) -> bool:
         return self._n_model_updates >= self.model_learning_starts
+
+    def current_expansion_fraction(self) -> float:
+        """The share of rows with the expanded target once the expansion is on (after
+        ``model_learning_starts`` model updates): growing linearly from 0 over ``expansion_ramp`` model
+        updates to ``expansion_fraction``."""
+        if self.expansion_ramp == 0:
+            return self.expansion_fraction
+        done = (self._n_model_updates - self.model_learning_starts) / self.expansion_ramp
+        return self.expansion_fraction * min(1.0, max(0.0, done))
+
+    def project_observations(self, obs: th.Tensor) -> th.Tensor:
+        """γ-model samples ``(batch, obs_dim)`` mapped onto the observation set: clipped to the observation
+        space's finite bounds (``clip_observations``), angle pairs scaled to unit norm
+        (``angle_observations``), then ``observation_projection``; unchanged with none of these set."""
+        if self.clip_observations:
+            low = th.as_tensor(self.observation_space.low, dtype=obs.dtype, device=obs.device)
+            high = th.as_tensor(self.observation_space.high, dtype=obs.dtype, device=obs.device)
+            obs = th.where(th.isfinite(low), th.maximum(obs, low), obs)
+            obs = th.where(th.isfinite(high), th.minimum(obs, high), obs)
+        if self.angle_observations:
+            obs = obs.clone()
+            for i, j in self.angle_observations:
+                norm = th.sqrt(obs[..., i] ** 2 + obs[..., j] ** 2).clamp_min(1e-6)
+                obs[..., i], obs[..., j] = obs[..., i] / norm, obs[..., j] / norm
+        if self.observation_projection is not None:
+            obs = self.observation_projection(obs)
+        return obs
 
     def predicted_rewards(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """The reward model ``r(s, a)``: ``obs (..., d)``, ``actions (..., action_dim)`` → ``(...)``."""
@@ -207,36 +308,63 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
         }
 
     @th.no_grad()
-    def _soft_reward(self, obs: th.Tensor, ent_coef: th.Tensor) -> th.Tensor:
-        """``ρ(x) = r(x, a) - α log π(a | x)``, one ``a ~ π(x)``: ``obs (B, d)`` → ``(B,)``."""
-        actions, log_prob = self.actor.action_log_prob(obs)
+    def _soft_reward(
+        self,
+        obs: th.Tensor,
+        ent_coef: th.Tensor,
+        actions: th.Tensor | None = None,
+        log_prob: th.Tensor | None = None,
+    ) -> th.Tensor:
+        """``ρ(x) = r(x, a) - α log π(a | x)``, one ``a ~ π(x)`` (or the given ``actions`` and their
+        ``log_prob``): ``obs (B, d)`` → ``(B,)``."""
+        if actions is None or log_prob is None:
+            actions, log_prob = self.actor.action_log_prob(obs)
         return self.predicted_rewards(obs, actions) - ent_coef * log_prob.reshape(-1)
 
     @th.no_grad()
     def _expansion(self, data: ReplayBufferSamples) -> ReplayBufferSamples:
-        """The batch with the γ-MVE target's ``(rewards, next_observations, discounts)`` (module
-        docstring)."""
-        horizon = self.value_expansion_horizon
+        """The batch with the γ-MVE target's ``(rewards, next_observations, discounts)`` (module docstring):
+        ``k = n_model_samples`` rollouts per row, samples mapped by :meth:`project_observations`; rows outside
+        the expanded share (:meth:`current_expansion_fraction`) keep the real transition and SAC's ``γ``."""
+        horizon, k = self.value_expansion_horizon, self.n_model_samples
         alphas, bootstrap = gamma_mve_weights(self.gamma, self.model_gamma, horizon)
         ent_coef = (
             th.exp(self.log_ent_coef.detach()) if self.log_ent_coef is not None else self.ent_coef_tensor
         )
-        state, actions = data.observations.float(), data.actions.float()
-        expanded = th.zeros_like(data.rewards[:, 0])
+        batch = data.observations.shape[0]
+        if self.expand_from_next_state:  # Q = r + γ (ρ(s') + γ W(s', a')), one a' ~ π(s') for both
+            start = data.next_observations.float()
+            start_actions, log_prob = self.actor.action_log_prob(start)
+            first = self._soft_reward(start, ent_coef, start_actions, log_prob)
+            scale = self.gamma
+        else:  # Q = r + γ W(s, a)
+            start, start_actions, first, scale = data.observations.float(), data.actions.float(), 0.0, 1.0
+        state, actions = start.repeat(k, 1), start_actions.repeat(k, 1)
+        model_rewards = th.zeros(k * batch, device=state.device)
         for n in range(horizon):
-            state = self.gamma_model.sample(state, actions)[0]
+            state = self.project_observations(self.gamma_model.sample(state, actions)[0])
             rho = self._soft_reward(state, ent_coef)
-            expanded = expanded + self.gamma * float(alphas[n]) * rho
+            model_rewards = model_rewards + self.gamma * float(alphas[n]) * rho
             actions, _ = self.actor.action_log_prob(state)
-        expanded = expanded - bootstrap * rho
+        # Model rewards averaged over the k rollouts; the bootstrap (V - ρ)(s^H) at the first rollout's s^H.
+        expanded = scale * (first + model_rewards.view(k, batch).mean(0) - bootstrap * rho[:batch])
         not_done = 1.0 - data.dones
+        rewards = data.rewards + not_done * expanded[:, None].to(data.rewards.dtype)
+        next_obs = state[:batch].to(data.next_observations.dtype)
+        discounts = th.full_like(data.rewards, scale * bootstrap)
+        fraction = self.current_expansion_fraction()
+        if fraction < 1.0:
+            keep = (th.rand(batch, 1, device=rewards.device) >= fraction).to(rewards.dtype)
+            rewards = keep * data.rewards + (1 - keep) * rewards
+            next_obs = keep * data.next_observations + (1 - keep) * next_obs
+            discounts = keep * self.gamma + (1 - keep) * discounts
         return ReplayBufferSamples(
             observations=data.observations,
             actions=data.actions,
-            next_observations=state,
+            next_observations=next_obs,
             dones=data.dones,
-            rewards=data.rewards + not_done * expanded[:, None],
-            discounts=th.full_like(data.rewards, bootstrap),
+            rewards=rewards,
+            discounts=discounts,
         )
 
     # ------------------------------------------------------------------------------------ learning
@@ -249,6 +377,9 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
         for key, value in losses.items():
             self.logger.record(f"model/{key}", value)
         self.logger.record("model/expanding", float(self._expanding()))
+        self.logger.record(
+            "model/expansion_fraction", self.current_expansion_fraction() if self._expanding() else 0.0
+        )
 
     def learn(
         self: SelfGammaMVE,

@@ -26,7 +26,7 @@ def _model(model_gamma: float, horizon: int) -> GammaMVE:
     # A deterministic "γ-model" (each composition moves the state by +1) and a soft reward ρ(x) = x[0]: the
     # expansion's closed form is then known.
     model.gamma_model.sample = lambda obs, actions, n=1, target=False: (obs + 1.0).expand(n, *obs.shape)
-    model._soft_reward = lambda obs, ent_coef: obs[:, 0]
+    model._soft_reward = lambda obs, ent_coef, *given: obs[:, 0]
     return model
 
 
@@ -99,3 +99,137 @@ def test_a_sac_file_is_not_loaded_as_gamma_mve(tmp_path):
     SAC("MlpPolicy", "Pendulum-v1", buffer_size=10).save(tmp_path / "sac.zip")
     with pytest.raises(ValueError, match="another algorithm: SAC"):
         GammaMVE.load(tmp_path / "sac.zip")
+
+
+# ------------------------------------------------------------------------ options: projection, samples, share
+def _shifting(model: GammaMVE, shift) -> GammaMVE:
+    """Replace the γ-model by ``s -> s + shift(s)`` (deterministic) and ρ by ``x[0]``."""
+    model.gamma_model.sample = lambda obs, actions, n=1, target=False: (obs + shift(obs)).expand(
+        n, *obs.shape
+    )
+    model._soft_reward = lambda obs, ent_coef, *given: obs[:, 0]
+    return model
+
+
+def _plain(**kwargs) -> GammaMVE:
+    return GammaMVE("Pendulum-v1", seed=0, **{**TINY, "value_expansion_horizon": 1, **kwargs}, gamma=GAMMA)
+
+
+def test_clip_observations_clips_samples_to_the_observation_space_before_use():
+    """Pendulum's bounds are ``[-1, 1] × [-1, 1] × [-8, 8]``: a sample ``(1.5, 0, 3)`` becomes ``(1, 0, 3)``
+    for the reward, the bootstrap state and the next composition."""
+    data = _batch()
+    model = _shifting(
+        _plain(model_gamma=0.0, clip_observations=True, value_expansion_horizon=2), lambda s: 1.0
+    )
+    out = model._expansion(data)
+    high = th.tensor([1.0, 1.0, 8.0])
+    s1 = th.minimum(data.observations + 1.0, high)
+    s2 = th.minimum(s1 + 1.0, high)
+    th.testing.assert_close(out.next_observations, s2)
+    th.testing.assert_close(out.rewards[:, 0], data.rewards[:, 0] + GAMMA * s1[:, 0])
+
+
+def test_angle_observations_put_each_pair_on_the_unit_circle():
+    data = _batch()
+    model = _shifting(_plain(model_gamma=0.0, angle_observations=[(0, 1)]), lambda s: 1.0)
+    out = model._expansion(data)
+    raw = data.observations + 1.0
+    norm = raw[:, :2].norm(dim=1, keepdim=True)
+    expected = th.cat([raw[:, :2] / norm, raw[:, 2:]], dim=1)
+    th.testing.assert_close(out.next_observations, expected)
+    model = _shifting(
+        _plain(model_gamma=0.0, angle_observations=[(0, 1)], value_expansion_horizon=2), lambda s: 1.0
+    )
+    out = model._expansion(data)
+    th.testing.assert_close(out.rewards[:, 0], data.rewards[:, 0] + GAMMA * expected[:, 0])
+
+
+def test_observation_projection_is_applied_to_every_sample():
+    data = _batch()
+    model = _shifting(_plain(model_gamma=0.0, observation_projection=lambda x: 2.0 * x), lambda s: 1.0)
+    model.value_expansion_horizon = 2
+    out = model._expansion(data)
+    s1 = 2.0 * (data.observations + 1.0)
+    th.testing.assert_close(out.rewards[:, 0], data.rewards[:, 0] + GAMMA * s1[:, 0])
+    th.testing.assert_close(out.next_observations, 2.0 * (s1 + 1.0))
+
+
+def test_n_model_samples_averages_model_rewards_and_bootstraps_at_the_first_rollout():
+    """``k`` rollouts, rollout ``j`` moving the state by ``j + 1`` (rows ``j B .. (j + 1) B - 1`` of the
+    repeated batch): with H = 1, ``r + γ α_1 mean_j ρ(s_j) - β ρ(s_0)``, next state ``s_0``."""
+    data, k, model_gamma = _batch(), 4, 0.5
+    batch = data.observations.shape[0]
+    model = _shifting(
+        _plain(model_gamma=model_gamma, n_model_samples=k),
+        lambda s: (th.arange(s.shape[0]) // batch + 1.0)[:, None],
+    )
+    out = model._expansion(data)
+    beta = (GAMMA - model_gamma) / (1 - model_gamma)
+    x = data.observations[:, 0]
+    mean_rho = x + (1 + k) / 2  # mean of x + j over j = 1..k
+    expected = data.rewards[:, 0] + GAMMA * mean_rho / (1 - model_gamma) - beta * (x + 1.0)
+    th.testing.assert_close(out.rewards[:, 0], expected)
+    th.testing.assert_close(out.next_observations, data.observations + 1.0)
+    th.testing.assert_close(out.discounts, th.full((2, 1), beta))
+
+
+def test_expand_from_next_state_expands_the_value_of_the_real_next_state():
+    """``r + γ (ρ(s') + γ sum_n α_n ρ(s^n) - β^H ρ(s^H))``, next state ``s^H`` from ``s'``, discount ``γ β^H``
+    (γ̃ = 0.5, H = 2)."""
+    data, model_gamma = _batch(), 0.5
+    model = _shifting(
+        _plain(model_gamma=model_gamma, value_expansion_horizon=2, expand_from_next_state=True), lambda s: 1.0
+    )
+    out = model._expansion(data)
+    beta = (GAMMA - model_gamma) / (1 - model_gamma)
+    alphas = [1 / (1 - model_gamma), beta / (1 - model_gamma)]
+    x = data.next_observations[:, 0]
+    inner = x + GAMMA * (alphas[0] * (x + 1) + alphas[1] * (x + 2)) - beta**2 * (x + 2)
+    th.testing.assert_close(out.rewards[:, 0], data.rewards[:, 0] + GAMMA * inner)
+    th.testing.assert_close(out.next_observations, data.next_observations + 2.0)
+    th.testing.assert_close(out.discounts, th.full((2, 1), GAMMA * beta**2))
+
+
+def test_expansion_fraction_mixes_expanded_and_real_rows():
+    model = _shifting(_plain(model_gamma=0.0, expansion_fraction=0.0), lambda s: 1.0)
+    model.model_learning_starts = 0
+    data = _batch()
+    out = model._expansion(data)
+    th.testing.assert_close(out.rewards, data.rewards)
+    th.testing.assert_close(out.next_observations, data.next_observations)
+    th.testing.assert_close(out.discounts, th.full((2, 1), GAMMA))
+    model.expansion_fraction = 0.5
+    big = ReplayBufferSamples(*(t.repeat(500, 1) for t in data[:5]))
+    out = model._expansion(big)
+    expanded = (out.next_observations != big.next_observations).any(dim=1)
+    th.testing.assert_close(out.next_observations[expanded], big.observations[expanded] + 1.0)
+    th.testing.assert_close(out.next_observations[~expanded], big.next_observations[~expanded])
+    assert 0.4 < expanded.float().mean() < 0.6
+
+
+def test_expansion_ramp_grows_the_share_linearly():
+    model = _plain(model_gamma=0.5, expansion_fraction=0.8, expansion_ramp=100)
+    model.model_learning_starts = 50
+    for updates, share in ((0, 0.0), (49, 0.0), (50, 0.0), (100, 0.4), (150, 0.8), (1000, 0.8)):
+        model._n_model_updates = updates
+        assert model.current_expansion_fraction() == pytest.approx(share)
+
+
+def test_bad_options_are_clear_errors():
+    for kwargs in (
+        dict(n_model_samples=0),
+        dict(expansion_fraction=1.5),
+        dict(expansion_ramp=-1),
+        dict(angle_observations=[(0, 3)]),
+        dict(angle_observations=[(1, 1)]),
+    ):
+        with pytest.raises(ValueError, match="n_model_samples >= 1"):
+            GammaMVE("Pendulum-v1", **kwargs)
+
+
+def test_options_survive_save_and_load(tmp_path):
+    model = _plain(model_gamma=0.5, angle_observations=[(0, 1)], clip_observations=True, n_model_samples=3)
+    model.save(tmp_path / "m.zip")
+    loaded = GammaMVE.load(tmp_path / "m.zip")
+    assert loaded.angle_observations == ((0, 1),) and loaded.clip_observations and loaded.n_model_samples == 3
