@@ -2,6 +2,18 @@
 
 from sb3_mb.planet.planet import PlaNet
 from sb3_mb.planet.policies import CnnPolicy, MlpPolicy, PlaNetPolicy, PlaNetState
-from sb3_mb.planet.rssm import RSSM, RSSMState
+from sb3_mb.planet.rssm import RSSM, RSSMState, TransitionModel
+from sb3_mb.planet.transition import SSM, MovingAverageRSSM
 
-__all__ = ["RSSM", "CnnPolicy", "MlpPolicy", "PlaNet", "PlaNetPolicy", "PlaNetState", "RSSMState"]
+__all__ = [
+    "RSSM",
+    "SSM",
+    "CnnPolicy",
+    "MlpPolicy",
+    "MovingAverageRSSM",
+    "PlaNet",
+    "PlaNetPolicy",
+    "PlaNetState",
+    "RSSMState",
+    "TransitionModel",
+]

@@ -54,7 +54,7 @@ from sb3_mb.planet.policies import (
     check_action_space,
     check_spaces,
 )
-from sb3_mb.planet.rssm import RSSM, RSSMState
+from sb3_mb.planet.rssm import RSSMState
 
 SelfPlaNet = TypeVar("SelfPlaNet", bound="PlaNet")
 
@@ -254,7 +254,7 @@ class PlaNet(WorldModelAlgorithm):
         actions = policy.model_actions(samples.actions)
         is_first = samples.is_first.bool()
         priors, posteriors = policy.rssm.observe(policy.encoder(observations), actions, is_first)
-        features = RSSM.features(posteriors)
+        features = policy.rssm.features(posteriors)
 
         observation_nll = policy.observation_nll(features, observations).mean()
         reward_mask = (~is_first).float()  # the record at an episode start holds no reward
@@ -301,22 +301,20 @@ class PlaNet(WorldModelAlgorithm):
         rssm = self.policy.rssm
         target = posteriors.detach()
         batch, seq_len = rewards.shape
-        belief, state = posteriors.belief, posteriors.sample
+        state = posteriors
         kls, reward_nlls = [], []
         for d in range(1, distance + 1):
             n = seq_len - d
             prior = rssm.img_step(
-                belief[:, :n].reshape(batch * n, -1),
-                state[:, :n].reshape(batch * n, -1),
+                RSSMState(*(x[:, :n].reshape(batch * n, -1) for x in state)),
                 actions[:, d:].reshape(batch * n, -1),
             )
-            prior = RSSMState(*(x.reshape(batch, n, -1) for x in prior))
-            belief, state = prior.belief, prior.sample
+            state = RSSMState(*(x.reshape(batch, n, -1) for x in prior))
             if d >= 2:
-                post = RSSMState(*(x[:, d:] for x in target))
-                kl = gaussian_kl(post.mean, post.std, prior.mean, prior.std)
+                kl = gaussian_kl(target.mean[:, d:], target.std[:, d:], state.mean, state.std)
                 kls.append(th.clamp(kl, min=self.free_nats).reshape(-1))
-                reward_nlls.append(self.policy.reward_nll(RSSM.features(prior), rewards[:, d:]).reshape(-1))
+                nll = self.policy.reward_nll(rssm.features(state), rewards[:, d:])
+                reward_nlls.append(nll.reshape(-1))
         return th.cat(kls).mean(), th.cat(reward_nlls).mean()
 
     @th.no_grad()
@@ -339,10 +337,10 @@ class PlaNet(WorldModelAlgorithm):
         embeddings = policy.encoder(observations[:, :context])
         _, posteriors = policy.rssm.observe(embeddings, actions[:, :context], samples.is_first[:n, :context])
         priors = policy.rssm.imagine(
-            posteriors.belief[:, -1], posteriors.sample[:, -1], actions[:, context:], sample=False
+            RSSMState(*(x[:, -1] for x in posteriors)), actions[:, context:], sample=False
         )
-        reconstructions = policy.decoder(RSSM.features(posteriors))
-        predictions = policy.decoder(RSSM.features(priors))
+        reconstructions = policy.decoder(policy.rssm.features(posteriors))
+        predictions = policy.decoder(policy.rssm.features(priors))
         model = th.cat([reconstructions, predictions], dim=1)  # (n, T, C, H, W)
         frames = th.cat([observations, model], dim=-1)  # truth | model
         frames = th.cat(list(frames), dim=-2)  # sequences stacked vertically: (T, C, n * H, 2 * W)

@@ -50,14 +50,20 @@ from sb3_mb.common.planners import CategoricalCEM, GaussianCEM, PlanResult
 from sb3_mb.common.states import StateSpec
 from sb3_mb.common.symlog import SCALE_QUANTILE as REWARD_SCALE_QUANTILE
 from sb3_mb.common.symlog import reward_scale, symexp, symlog
-from sb3_mb.planet.rssm import RSSM
+from sb3_mb.planet.networks import DumbConvDecoder, DumbConvEncoder, dumb_mlp_decoder, dumb_mlp_encoder
+from sb3_mb.planet.rssm import RSSMState
+from sb3_mb.planet.transition import make_transition_model
 
 
 class PlaNetState(NamedTuple):
     """What :meth:`PlaNetPolicy.predict` carries between steps: float32 numpy arrays, env dimension first.
 
-    :ivar belief: the deterministic state ``h_t``, ``(n_envs, belief_size)``.
-    :ivar posterior_sample: ``s_t`` drawn from the posterior ``q(s_t | h_t, o_t)``, ``(n_envs, state_size)``.
+    :ivar belief: the deterministic state ``h_t``, ``(n_envs, belief_size)`` (the transition model's: 0 wide
+        for the SSM, the parts' concatenation for the moving-average RSSM).
+    :ivar posterior_mean: mean of the posterior ``q(s_t | h_t, o_t)``, ``(n_envs, state_size)``.
+    :ivar posterior_std: its standard deviation, ``(n_envs, state_size)``. The RSSM's next step reads only
+        ``belief`` and ``posterior_sample``; the moving-average RSSM averages every field.
+    :ivar posterior_sample: ``s_t`` drawn from the posterior, ``(n_envs, state_size)``.
     :ivar prev_action: the action just taken as the model reads it (``[-1, 1]``-scaled ``Box`` action or
         one-hot ``Discrete`` action, exploration included): ``a_{t-1}`` of the next filter step,
         ``(n_envs, action_dim)``.
@@ -67,6 +73,8 @@ class PlaNetState(NamedTuple):
     """
 
     belief: np.ndarray
+    posterior_mean: np.ndarray
+    posterior_std: np.ndarray
     posterior_sample: np.ndarray
     prev_action: np.ndarray
     plan: np.ndarray
@@ -139,6 +147,16 @@ class PlaNetPolicy(BasePolicy):
     :param min_std: floor added to the softplus of the prior and posterior std (0.1).
     :param future_rnn: the prior reads the new belief (camera-ready, True) or the pre-GRU embedding (arXiv
         v1); see :class:`~sb3_mb.planet.rssm.RSSM`.
+    :param transition_model: ``"rssm"`` (the paper's), ``"ssm"`` (the paper's purely stochastic ablation, no
+        deterministic state: ``belief_size`` unused) or ``"rssm_ma"`` (the moving-average RSSM of Rose's
+        fork); :mod:`sb3_mb.planet.transition`.
+    :param mean_only: every sample of the transition model is its mean: with ``"rssm"`` the paper's purely
+        deterministic RNN ablation (the original code's ``mean_only``).
+    :param ma_ppn: ``"rssm_ma"``: share of the belief and the state in the slow, averaged part (fork: 0.25).
+    :param ma_alpha: ``"rssm_ma"``: weight of the new value in the slow part's moving average (fork: 0.25).
+    :param dumbnet: the tiny encoder / decoder of Rose's fork for ablations
+        (:mod:`sb3_mb.planet.networks`); ``cnn_depth`` and ``mlp_hidden_sizes`` are then unused. The reward
+        head keeps ``reward_hidden_sizes`` (the fork's dumbnet heads are 2 x 10).
     :param use_conv: the 64x64 conv encoder / decoder of Ha & Schmidhuber 2018 (``CnnPolicy``) or MLPs
         (``MlpPolicy``).
     :param cnn_depth: conv channel multiplier (32: a 1024-D embedding).
@@ -171,7 +189,8 @@ class PlaNetPolicy(BasePolicy):
     :param exploration_epsilon: ε of the ε-greedy exploration of ``Discrete`` actions (Rose's fork: 0.1).
     :param optimizer_class: (Adam). :param optimizer_kwargs: (``{"eps": 1e-4}``, the paper's Adam epsilon).
     :raises ValueError: see :func:`check_spaces`; also for CEM sizes that do not fit (``n_elites >
-        n_candidates``, a size below 1).
+        n_candidates``, a size below 1), an unknown ``transition_model`` (naming the choices) and ``ma_ppn`` /
+        ``ma_alpha`` out of range (:func:`~sb3_mb.planet.transition.make_transition_model`).
     """
 
     def __init__(
@@ -184,6 +203,11 @@ class PlaNetPolicy(BasePolicy):
         hidden_size: int = 200,
         min_std: float = 0.1,
         future_rnn: bool = True,
+        transition_model: str = "rssm",
+        mean_only: bool = False,
+        ma_ppn: float = 0.25,
+        ma_alpha: float = 0.25,
+        dumbnet: bool = False,
         use_conv: bool = False,
         cnn_depth: int = 32,
         mlp_hidden_sizes: tuple[int, ...] = (200, 200),
@@ -218,6 +242,8 @@ class PlaNetPolicy(BasePolicy):
         self.min_std, self.future_rnn, self.use_conv = min_std, future_rnn, use_conv
         self.cnn_depth, self.activation_fn, self.bit_depth = cnn_depth, activation_fn, bit_depth
         self.normalize_rewards = normalize_rewards
+        self.transition_model, self.mean_only = transition_model, mean_only
+        self.ma_ppn, self.ma_alpha, self.dumbnet = ma_ppn, ma_alpha, dumbnet
         self.mlp_hidden_sizes, self.reward_hidden_sizes = tuple(mlp_hidden_sizes), tuple(reward_hidden_sizes)
         self.planning_horizon, self.n_candidates = planning_horizon, n_candidates
         self.n_elites, self.n_iterations = n_elites, n_iterations
@@ -227,13 +253,22 @@ class PlaNetPolicy(BasePolicy):
 
         if use_conv:
             channels = observation_space.shape[0]
-            self.encoder: nn.Module = ConvEncoder(channels, cnn_depth, activation_fn)
+            if dumbnet:
+                self.encoder: nn.Module = DumbConvEncoder(channels, activation_fn)
+            else:
+                self.encoder = ConvEncoder(channels, cnn_depth, activation_fn)
             embedding_dim = self.encoder.features_dim
         else:
             obs_dim = observation_space.shape[0]
-            self.encoder = nn.Sequential(*create_mlp(obs_dim, -1, list(self.mlp_hidden_sizes), activation_fn))
-            embedding_dim = self.mlp_hidden_sizes[-1] if self.mlp_hidden_sizes else obs_dim
-        self.rssm = RSSM(
+            if dumbnet:
+                self.encoder = dumb_mlp_encoder(obs_dim, activation_fn)
+                embedding_dim = self.encoder[0].out_features
+            else:
+                hidden = list(self.mlp_hidden_sizes)
+                self.encoder = nn.Sequential(*create_mlp(obs_dim, -1, hidden, activation_fn))
+                embedding_dim = self.mlp_hidden_sizes[-1] if self.mlp_hidden_sizes else obs_dim
+        self.rssm = make_transition_model(
+            transition_model,
             self.action_dim,
             embedding_dim,
             belief_size,
@@ -242,10 +277,17 @@ class PlaNetPolicy(BasePolicy):
             min_std,
             activation_fn,
             future_rnn,
+            mean_only,
+            ma_ppn,
+            ma_alpha,
         )
         feature_dim = self.rssm.feature_dim
-        if use_conv:
-            self.decoder: nn.Module = ConvDecoder(feature_dim, channels, cnn_depth, activation_fn)
+        if use_conv and dumbnet:
+            self.decoder: nn.Module = DumbConvDecoder(feature_dim, channels, activation_fn)
+        elif use_conv:
+            self.decoder = ConvDecoder(feature_dim, channels, cnn_depth, activation_fn)
+        elif dumbnet:
+            self.decoder = dumb_mlp_decoder(feature_dim, obs_dim, activation_fn)
         else:
             self.decoder = nn.Sequential(
                 *create_mlp(feature_dim, obs_dim, list(self.mlp_hidden_sizes), activation_fn)
@@ -261,8 +303,10 @@ class PlaNetPolicy(BasePolicy):
         self.state_spec = StateSpec(
             PlaNetState,
             {
-                "belief": (belief_size,),
-                "posterior_sample": (state_size,),
+                "belief": (self.rssm.belief_size,),
+                "posterior_mean": (self.rssm.state_size,),
+                "posterior_std": (self.rssm.state_size,),
+                "posterior_sample": (self.rssm.state_size,),
                 "prev_action": (self.action_dim,),
                 "plan": (planning_horizon, self.action_dim),
             },
@@ -366,51 +410,40 @@ class PlaNetPolicy(BasePolicy):
     # Planning and acting
     # ----------------------------------------------------------------------------------------------
     def planning_objective(
-        self, belief: th.Tensor, state_sample: th.Tensor, generator: th.Generator | None
+        self, start: RSSMState, generator: th.Generator | None
     ) -> Callable[[th.Tensor], th.Tensor]:
-        """The CEM's objective from ``(h_t, s_t)``: the discounted predicted rewards of a prior rollout.
+        """The CEM's objective from the state at ``t``: the discounted predicted rewards of a prior rollout.
 
-        :param belief: ``(n_envs, belief_size)``. :param state_sample: ``(n_envs, state_size)``.
+        :param start: the filtered state, fields ``(n_envs, ...)``.
         :param generator: ``torch.Generator`` for the prior samples.
         :return: a function from ``(n_envs, n_candidates, planning_horizon, action_dim)`` action sequences to
             ``(n_envs, n_candidates)`` returns; all candidates are one batch of ``n_envs * n_candidates`` rows
-            stepped with :meth:`RSSM.img_step` (the loop of :meth:`RSSM.imagine`, summing the rewards on the
-            go instead of keeping the states).
+            rolled out by the transition model's :meth:`~sb3_mb.planet.rssm.TransitionModel.imagine`.
         """
         horizon = self.planning_horizon
-        weights = self.discount ** th.arange(horizon, device=belief.device, dtype=th.float32)
+        weights = self.discount ** th.arange(horizon, device=start.belief.device, dtype=th.float32)
 
         def objective(actions: th.Tensor) -> th.Tensor:
             n_envs, n_candidates = actions.shape[:2]
             rows = n_envs * n_candidates
-            h = belief[:, None].expand(n_envs, n_candidates, -1).reshape(rows, -1)
-            s = state_sample[:, None].expand(n_envs, n_candidates, -1).reshape(rows, -1)
+            first = start.map(lambda x: x[:, None].expand(n_envs, n_candidates, -1).reshape(rows, -1))
             actions = actions.reshape(rows, horizon, -1)
-            total = th.zeros(rows, device=actions.device)
-            for t in range(horizon):
-                prior = self.rssm.img_step(h, s, actions[:, t], generator, sample=not self.plan_on_prior_mean)
-                h, s = prior.belief, prior.sample
-                total += weights[t] * self.reward(RSSM.features(prior))
-            return total.reshape(n_envs, n_candidates)
+            priors = self.rssm.imagine(first, actions, generator, sample=not self.plan_on_prior_mean)
+            rewards = self.reward(self.rssm.features(priors))  # (rows, horizon)
+            return (rewards * weights).sum(dim=1).reshape(n_envs, n_candidates)
 
         return objective
 
-    def plan(
-        self,
-        belief: th.Tensor,
-        state_sample: th.Tensor,
-        initial_plan: th.Tensor,
-        generator: th.Generator | None,
-    ) -> PlanResult:
-        """CEM in latent space from ``(h_t, s_t)`` of ``n_envs`` envs, all candidates in one batch.
+    def plan(self, start: RSSMState, initial_plan: th.Tensor, generator: th.Generator | None) -> PlanResult:
+        """CEM in latent space from the filtered states of ``n_envs`` envs, all candidates in one batch.
 
-        :param belief: ``(n_envs, belief_size)``. :param state_sample: ``(n_envs, state_size)``.
+        :param start: fields ``(n_envs, ...)``.
         :param initial_plan: ``(n_envs, planning_horizon, action_dim)`` mean (Box) or logits (Discrete).
         :param generator: ``torch.Generator`` for the candidates and the prior samples.
         :return: the planner's :class:`~sb3_mb.common.planners.PlanResult`.
         """
-        objective = self.planning_objective(belief, state_sample, generator)
-        return self.planner.plan(objective, initial_plan, generator=generator, device=belief.device)
+        objective = self.planning_objective(start, generator)
+        return self.planner.plan(objective, initial_plan, generator=generator, device=start.belief.device)
 
     @th.no_grad()
     def act(
@@ -436,15 +469,17 @@ class PlaNetPolicy(BasePolicy):
         """
         n_envs, device = observation.shape[0], self.device
         state = self.state_spec.prepare(state, episode_start, n_envs)
-        belief, posterior_sample, prev_action, plan = (
+        belief, mean, std, sample, prev_action, plan = (
             th.as_tensor(part, dtype=th.float32, device=device) for part in state
         )
         embedding = self.encoder(self.preprocess(observation, noise=True, generator=generator))
-        _, posterior = self.rssm.obs_step(belief, posterior_sample, prev_action, embedding, generator)
+        _, posterior = self.rssm.obs_step(
+            RSSMState(belief, mean, std, sample), prev_action, embedding, generator
+        )
         initial_plan = plan if self.warm_start else th.zeros_like(plan)
         # The filter carries the posterior sample either way; the plan may start from the mean.
-        start = posterior.mean if self.plan_on_prior_mean else posterior.sample
-        result = self.plan(posterior.belief, start, initial_plan, generator)
+        start = posterior._replace(sample=posterior.mean) if self.plan_on_prior_mean else posterior
+        result = self.plan(start, initial_plan, generator)
 
         if self.discrete:
             index = result.action_index
@@ -463,9 +498,7 @@ class PlaNetPolicy(BasePolicy):
             action = self.unscale_action(model_action.cpu().numpy()).reshape((n_envs, *space.shape))
             action = np.clip(action, space.low, space.high).astype(space.dtype)
 
-        new_state = PlaNetState(
-            *(x.cpu().numpy() for x in (posterior.belief, posterior.sample, model_action, result.warm_start))
-        )
+        new_state = PlaNetState(*(x.cpu().numpy() for x in (*posterior, model_action, result.warm_start)))
         return action, new_state, result
 
     def make_generator(self, seed_inputs: Sequence[np.ndarray] | None = None) -> th.Generator:
@@ -529,6 +562,8 @@ class PlaNetPolicy(BasePolicy):
         seed_inputs = (
             observation.astype(self.observation_space.dtype, copy=False),
             state.belief,
+            state.posterior_mean,
+            state.posterior_std,
             state.posterior_sample,
             state.prev_action,
             *((state.plan,) if self.warm_start else ()),

@@ -14,7 +14,14 @@ Hafner et al. 2019, "Learning Latent Dynamics for Planning from Pixels", arXiv:1
 
 The verbs are DreamerV3's (Hafner et al. 2023, arXiv:2301.04104): :meth:`RSSM.img_step` (one prior step),
 :meth:`RSSM.obs_step` (prior, then posterior), :meth:`RSSM.observe` (posteriors over sequences, for learning)
-and :meth:`RSSM.imagine` (a prior rollout under given actions, for the open-loop predictions).
+and :meth:`RSSM.imagine` (a prior rollout under given actions, for the open-loop predictions and the planner).
+Each step takes the previous :class:`RSSMState` whole (the moving-average RSSM of
+:mod:`sb3_mb.planet.transition` averages every field of it); the RSSM itself reads its ``belief`` and
+``sample``.
+
+Every transition model of PlaNet (this RSSM, and the ablations and variants of
+:mod:`sb3_mb.planet.transition`) is a :class:`TransitionModel`: the same verbs on :class:`RSSMState`, so the
+learning rule and the planner do not depend on which one is used.
 
 Time alignment is the replay buffer's (:mod:`sb3_mb.common.buffers`): index ``t`` of a sequence holds ``o_t``
 and ``a_{t-1}``, so ``h_t`` is computed from ``a_{t-1} = actions[:, t]``.
@@ -22,6 +29,7 @@ and ``a_{t-1}``, so ``h_t`` is computed from ``a_{t-1} = actions[:, t]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch as th
@@ -30,12 +38,13 @@ from torch.nn import functional as F
 
 
 class RSSMState(NamedTuple):
-    """A (batch of) RSSM latent state(s); every field has the same leading dims ``(...)``.
+    """A (batch of) latent state(s); every field has the same leading dims ``(...)``.
 
-    :ivar belief: deterministic GRU state ``h``, ``(..., belief_size)``.
+    :ivar belief: deterministic state ``h``, ``(..., belief_size)`` (``belief_size`` 0 for the purely
+        stochastic SSM).
     :ivar mean: mean of the Gaussian over ``s``, ``(..., state_size)``.
     :ivar std: its standard deviation (``>= min_std``), ``(..., state_size)``.
-    :ivar sample: a sample ``s ~ N(mean, std^2)``, ``(..., state_size)``.
+    :ivar sample: a sample ``s ~ N(mean, std^2)`` (the mean itself with ``mean_only``), ``(..., state_size)``.
     """
 
     belief: th.Tensor
@@ -46,13 +55,164 @@ class RSSMState(NamedTuple):
     def detach(self) -> RSSMState:
         return RSSMState(*(x.detach() for x in self))
 
+    def map(self, fn: Callable[[th.Tensor], th.Tensor]) -> RSSMState:
+        """``fn`` applied to every field (e.g. a reshape or a slice of the leading dims)."""
+        return RSSMState(*(fn(x) for x in self))
 
-def stack_states(states: list[RSSMState], dim: int = 1) -> RSSMState:
+
+def stack_states(states: Sequence[RSSMState], dim: int = 1) -> RSSMState:
     """Stack a list of states with leading dims ``(batch,)`` into ``(batch, T)`` (``dim=1``)."""
     return RSSMState(*(th.stack(fields, dim=dim) for fields in zip(*states, strict=True)))
 
 
-class RSSM(nn.Module):
+def cat_states(states: Sequence[RSSMState]) -> RSSMState:
+    """Concatenate states field by field on the feature axis (the parts of a moving-average or clockwork
+    model): beliefs ``(..., sum belief_size_i)``, means, stds and samples ``(..., sum state_size_i)``."""
+    return RSSMState(*(th.cat(fields, dim=-1) for fields in zip(*states, strict=True)))
+
+
+def split_state(state: RSSMState, belief_sizes: Sequence[int], state_sizes: Sequence[int]) -> list[RSSMState]:
+    """Inverse of :func:`cat_states`: the parts of ``state`` with the given belief and state sizes."""
+    beliefs = state.belief.split(list(belief_sizes), dim=-1)
+    means, stds, samples = (x.split(list(state_sizes), dim=-1) for x in state[1:])
+    return [RSSMState(*fields) for fields in zip(beliefs, means, stds, samples, strict=True)]
+
+
+def gaussian_head(
+    head: nn.Linear,
+    hidden: th.Tensor,
+    min_std: float,
+    generator: th.Generator | None,
+    sample: bool,
+    mean_only: bool,
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """``mean, std = softplus(.) + min_std`` from one linear head ``(..., 2 * state_size)``, and a sample
+    (the mean when ``sample`` is False or ``mean_only`` is True: then no random number is drawn)."""
+    mean, std = head(hidden).chunk(2, dim=-1)
+    std = F.softplus(std) + min_std
+    if sample and not mean_only:
+        noise = th.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean, std, mean + std * noise
+    return mean, std, mean
+
+
+class TransitionModel(nn.Module):
+    """What PlaNet's learning rule and planner need of a transition model: the verbs below on
+    :class:`RSSMState`, and its sizes.
+
+    Subclasses set ``action_dim``, ``embedding_dim``, ``belief_size``, ``state_size`` (the sizes of the
+    concatenated state for composite models) and ``mean_only``, and implement :meth:`img_step` and
+    :meth:`obs_step`. Features for the observation and reward models are ``[sample, belief]``
+    (``feature_dim = state_size + belief_size``).
+    """
+
+    action_dim: int
+    embedding_dim: int
+    belief_size: int
+    state_size: int
+    mean_only: bool = False
+
+    @property
+    def feature_dim(self) -> int:
+        return self.state_size + self.belief_size
+
+    def initial_state(self, batch_size: int, device: th.device | str | None = None) -> RSSMState:
+        """The state before ``t = 0``: every field zeros, leading dims ``(batch,)`` (as the original code's
+        ``zero_state``)."""
+        belief = th.zeros(batch_size, self.belief_size, device=device)
+        return RSSMState(belief, *(th.zeros(batch_size, self.state_size, device=device) for _ in range(3)))
+
+    @staticmethod
+    def features(state: RSSMState) -> th.Tensor:
+        """Decoder / reward-head input ``[s, h]``, ``(..., state_size + belief_size)``."""
+        return th.cat([state.sample, state.belief], dim=-1)
+
+    def img_step(
+        self,
+        prev: RSSMState,
+        action: th.Tensor,
+        generator: th.Generator | None = None,
+        sample: bool = True,
+    ) -> RSSMState:
+        """One prior (transition) step from the state at ``t - 1`` under ``a_{t-1}`` ``(batch, action_dim)``.
+
+        :param prev: the state at ``t - 1`` (a posterior when filtering, a prior when imagining), leading
+            dims ``(batch,)``.
+        :param generator: ``torch.Generator`` for the sample (None: global RNG).
+        :param sample: draw ``s_t`` (True) or return the mean as ``sample`` (False).
+        :return: the prior :class:`RSSMState` at ``t``.
+        """
+        raise NotImplementedError
+
+    def obs_step(
+        self,
+        prev: RSSMState,
+        action: th.Tensor,
+        embedding: th.Tensor,
+        generator: th.Generator | None = None,
+        sample: bool = True,
+    ) -> tuple[RSSMState, RSSMState]:
+        """One filtering step: the prior at ``t``, then the posterior given ``e_t``
+        ``(batch, embedding_dim)``.
+
+        :return: ``(prior, posterior)`` at ``t``, leading dims ``(batch,)``.
+        """
+        raise NotImplementedError
+
+    def observe(
+        self,
+        embeddings: th.Tensor,
+        actions: th.Tensor,
+        is_first: th.Tensor | None = None,
+        generator: th.Generator | None = None,
+    ) -> tuple[RSSMState, RSSMState]:
+        """Posteriors (and priors) over a batch of sequences, from zeros before ``t = 0``.
+
+        :param embeddings: ``e_t``, ``(batch, seq_len, embedding_dim)``.
+        :param actions: ``a_{t-1}`` at index ``t``, ``(batch, seq_len, action_dim)``.
+        :param is_first: ``(batch, seq_len)`` booleans; where true the previous state and action are reset to
+            zeros before the step (a new episode starts at ``t``). None: no resets.
+        :param generator: ``torch.Generator`` for the samples (None: global RNG).
+        :return: ``(priors, posteriors)`` with fields of shape ``(batch, seq_len, ...)``.
+        """
+        batch, seq_len = embeddings.shape[:2]
+        prev = self.initial_state(batch, embeddings.device)
+        priors, posteriors = [], []
+        for t in range(seq_len):
+            action = actions[:, t]
+            if is_first is not None:
+                keep = (~is_first[:, t].bool()).to(embeddings.dtype)[:, None]
+                prev, action = RSSMState(*(x * keep for x in prev)), action * keep
+            prior, posterior = self.obs_step(prev, action, embeddings[:, t], generator)
+            priors.append(prior)
+            posteriors.append(posterior)
+            prev = posterior
+        return stack_states(priors), stack_states(posteriors)
+
+    def imagine(
+        self,
+        start: RSSMState,
+        actions: th.Tensor,
+        generator: th.Generator | None = None,
+        sample: bool = True,
+    ) -> RSSMState:
+        """Prior rollout of action sequences from the state at ``t``: states ``t+1..t+H`` under
+        ``a_{t..t+H-1}``. The planner scores every candidate of every env as one batch of rows of it.
+
+        :param start: leading dims ``(batch,)``.
+        :param actions: ``(batch, horizon, action_dim)``.
+        :param generator: ``torch.Generator`` for the prior samples (None: global RNG).
+        :param sample: sample the prior (as the planner does) or follow its mean (the open-loop video).
+        :return: prior states with fields ``(batch, horizon, ...)``.
+        """
+        states, prev = [], start
+        for t in range(actions.shape[1]):
+            prev = self.img_step(prev, actions[:, t], generator, sample)
+            states.append(prev)
+        return stack_states(states)
+
+
+class RSSM(TransitionModel):
     """PlaNet's recurrent state-space model (Sec. 3, Eq. 4). The paper's sizes are the defaults of
     :class:`~sb3_mb.planet.policies.PlaNetPolicy`, which builds it.
 
@@ -64,6 +224,11 @@ class RSSM(nn.Module):
     :param activation_fn: activation of the dense layers.
     :param future_rnn: the prior's hidden layer reads the new belief (camera-ready) or the pre-GRU embedding
         of ``[s_{t-1}, a_{t-1}]`` (arXiv v1).
+    :param mean_only: every "sample" is the mean, prior and posterior alike: no random number is drawn and
+        the model is a purely deterministic recurrent network (the paper's deterministic "RNN" ablation,
+        Sec. 5 and Fig. 2a, as the original code's ``mean_only`` flag builds it; Rose's fork keeps the flag).
+        The mean and std heads stay, so ``KL(posterior || prior)`` still ties the posterior's mean to the
+        prior's, as in the original code.
     """
 
     def __init__(
@@ -76,6 +241,7 @@ class RSSM(nn.Module):
         min_std: float,
         activation_fn: type[nn.Module] = nn.ReLU,
         future_rnn: bool = True,
+        mean_only: bool = False,
     ):
         super().__init__()
         self.action_dim = action_dim
@@ -85,7 +251,7 @@ class RSSM(nn.Module):
         self.hidden_size = hidden_size
         self.min_std = min_std
         self.future_rnn = future_rnn
-        self.feature_dim = belief_size + state_size
+        self.mean_only = mean_only
         self.act = activation_fn()
         self.fc_state_action = nn.Linear(state_size + action_dim, hidden_size)
         self.rnn = nn.GRUCell(hidden_size, belief_size)
@@ -94,55 +260,22 @@ class RSSM(nn.Module):
         self.fc_posterior_hidden = nn.Linear(belief_size + embedding_dim, hidden_size)
         self.fc_posterior = nn.Linear(hidden_size, 2 * state_size)
 
-    # ----------------------------------------------------------------------------------------------
-    # Helpers
-    # ----------------------------------------------------------------------------------------------
-    def initial_state(
-        self, batch_size: int, device: th.device | str | None = None
-    ) -> tuple[th.Tensor, th.Tensor]:
-        """Zero belief ``(batch, belief_size)`` and zero state sample ``(batch, state_size)``."""
-        return (
-            th.zeros(batch_size, self.belief_size, device=device),
-            th.zeros(batch_size, self.state_size, device=device),
-        )
-
-    @staticmethod
-    def features(state: RSSMState) -> th.Tensor:
-        """Decoder / reward-head input ``[s, h]``, ``(..., state_size + belief_size)``."""
-        return th.cat([state.sample, state.belief], dim=-1)
-
-    def _gaussian(self, head: nn.Linear, hidden: th.Tensor, generator: th.Generator | None, sample: bool):
-        mean, std = head(hidden).chunk(2, dim=-1)
-        std = F.softplus(std) + self.min_std
-        if sample:
-            noise = th.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-            return mean, std, mean + std * noise
-        return mean, std, mean
-
-    # ----------------------------------------------------------------------------------------------
-    # Verbs
-    # ----------------------------------------------------------------------------------------------
     def img_step(
         self,
-        belief: th.Tensor,
-        state_sample: th.Tensor,
+        prev: RSSMState,
         action: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
     ) -> RSSMState:
-        """One prior (transition) step ``p(s_t | h_t)``, ``h_t = f(h_{t-1}, s_{t-1}, a_{t-1})``.
-
-        :param belief: ``h_{t-1}``, ``(batch, belief_size)``.
-        :param state_sample: ``s_{t-1}``, ``(batch, state_size)``.
-        :param action: ``a_{t-1}``, ``(batch, action_dim)`` (one-hot for discrete actions).
-        :param generator: ``torch.Generator`` for the sample (None: global RNG).
-        :param sample: draw ``s_t`` (True) or return the mean as ``sample`` (False).
-        :return: the prior :class:`RSSMState` at ``t``, leading dims ``(batch,)``.
-        """
-        embedded = self.act(self.fc_state_action(th.cat([state_sample, action], dim=-1)))
-        belief = self.rnn(embedded, belief)
+        """One prior step ``p(s_t | h_t)``, ``h_t = f(h_{t-1}, s_{t-1}, a_{t-1})``; reads ``prev.belief``
+        ``(batch, belief_size)`` and ``prev.sample`` ``(batch, state_size)`` (see
+        :meth:`TransitionModel.img_step`)."""
+        embedded = self.act(self.fc_state_action(th.cat([prev.sample, action], dim=-1)))
+        belief = self.rnn(embedded, prev.belief)
         hidden = self.act(self.fc_prior_hidden(belief if self.future_rnn else embedded))
-        mean, std, state = self._gaussian(self.fc_prior, hidden, generator, sample)
+        mean, std, state = gaussian_head(
+            self.fc_prior, hidden, self.min_std, generator, sample, self.mean_only
+        )
         return RSSMState(belief, mean, std, state)
 
     def posterior_step(
@@ -157,78 +290,19 @@ class RSSM(nn.Module):
         :return: the posterior :class:`RSSMState` (same belief as ``prior``).
         """
         hidden = self.act(self.fc_posterior_hidden(th.cat([prior.belief, embedding], dim=-1)))
-        mean, std, state = self._gaussian(self.fc_posterior, hidden, generator, sample)
+        mean, std, state = gaussian_head(
+            self.fc_posterior, hidden, self.min_std, generator, sample, self.mean_only
+        )
         return RSSMState(prior.belief, mean, std, state)
 
     def obs_step(
         self,
-        belief: th.Tensor,
-        state_sample: th.Tensor,
+        prev: RSSMState,
         action: th.Tensor,
         embedding: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
     ) -> tuple[RSSMState, RSSMState]:
-        """One filtering step: :meth:`img_step` then the posterior given ``e_t`` (``(batch, embedding_dim)``).
-
-        :return: ``(prior, posterior)`` at ``t``, both with leading dims ``(batch,)`` and the same belief.
-        """
-        prior = self.img_step(belief, state_sample, action, generator, sample)
+        """:meth:`img_step` then :meth:`posterior_step`; both states share the belief."""
+        prior = self.img_step(prev, action, generator, sample)
         return prior, self.posterior_step(prior, embedding, generator, sample)
-
-    def observe(
-        self,
-        embeddings: th.Tensor,
-        actions: th.Tensor,
-        is_first: th.Tensor | None = None,
-        generator: th.Generator | None = None,
-    ) -> tuple[RSSMState, RSSMState]:
-        """Posteriors (and priors) over a batch of sequences, from zeros before ``t = 0``.
-
-        :param embeddings: ``e_t``, ``(batch, seq_len, embedding_dim)``.
-        :param actions: ``a_{t-1}`` at index ``t``, ``(batch, seq_len, action_dim)``.
-        :param is_first: ``(batch, seq_len)`` booleans; where true the previous belief, state and action are
-            reset to zeros before the step (a new episode starts at ``t``). None: no resets.
-        :param generator: ``torch.Generator`` for the samples (None: global RNG).
-        :return: ``(priors, posteriors)`` with fields of shape ``(batch, seq_len, ...)``.
-        """
-        batch, seq_len = embeddings.shape[:2]
-        belief, state = self.initial_state(batch, embeddings.device)
-        priors, posteriors = [], []
-        for t in range(seq_len):
-            action = actions[:, t]
-            if is_first is not None:
-                keep = (~is_first[:, t].bool()).to(belief.dtype)[:, None]
-                belief, state, action = belief * keep, state * keep, action * keep
-            prior, posterior = self.obs_step(belief, state, action, embeddings[:, t], generator)
-            priors.append(prior)
-            posteriors.append(posterior)
-            belief, state = posterior.belief, posterior.sample
-        return stack_states(priors), stack_states(posteriors)
-
-    def imagine(
-        self,
-        belief: th.Tensor,
-        state_sample: th.Tensor,
-        actions: th.Tensor,
-        generator: th.Generator | None = None,
-        sample: bool = True,
-    ) -> RSSMState:
-        """Prior rollout of action sequences from ``(h_t, s_t)``: ``s_{t+1..t+H}`` under ``a_{t..t+H-1}``.
-
-        The planner's objective (:meth:`~sb3_mb.planet.policies.PlaNetPolicy.planning_objective`) runs the
-        same loop over every candidate of every env as one batch, summing rewards instead of keeping states.
-
-        :param belief: ``(batch, belief_size)``.
-        :param state_sample: ``(batch, state_size)``.
-        :param actions: ``(batch, horizon, action_dim)``.
-        :param generator: ``torch.Generator`` for the prior samples (None: global RNG).
-        :param sample: sample the prior (as the planner does) or follow its mean (the open-loop video).
-        :return: prior states with fields ``(batch, horizon, ...)``.
-        """
-        states = []
-        for t in range(actions.shape[1]):
-            prior = self.img_step(belief, state_sample, actions[:, t], generator, sample)
-            states.append(prior)
-            belief, state_sample = prior.belief, prior.sample
-        return stack_states(states)

@@ -25,7 +25,7 @@ from sb3_mb import PlaNet
 from sb3_mb.common.base_class import WorldModelAlgorithm
 from sb3_mb.common.buffers import EpisodeReplayBuffer
 from sb3_mb.envs import DiscreteActionTable
-from sb3_mb.planet import RSSM, CnnPolicy, MlpPolicy, PlaNetState
+from sb3_mb.planet import RSSM, CnnPolicy, MlpPolicy, PlaNetState, RSSMState
 
 
 def make_point_mass(discrete: bool = False) -> gym.Env:
@@ -105,7 +105,8 @@ def test_rssm_observe_and_imagine_shapes():
         assert (state.std >= 0.1).all()
     th.testing.assert_close(priors.belief, posteriors.belief)
     assert RSSM.features(posteriors).shape == (4, 5, 13)
-    imagined = rssm.imagine(th.randn(6, 10), th.randn(6, 3), th.randn(6, 7, 2))
+    start = RSSMState(th.randn(6, 10), th.randn(6, 3), th.rand(6, 3) + 0.1, th.randn(6, 3))
+    imagined = rssm.imagine(start, th.randn(6, 7, 2))
     assert imagined.belief.shape == (6, 7, 10) and imagined.sample.shape == (6, 7, 3)
 
 
@@ -116,8 +117,7 @@ def test_rssm_is_first_resets_belief_state_and_action():
     is_first = th.zeros(2, 4, dtype=th.bool)
     is_first[:, 2] = True
     _, posteriors = rssm.observe(embeddings, actions, is_first)
-    zeros = rssm.initial_state(2)
-    prior = rssm.img_step(zeros[0], zeros[1], th.zeros(2, 2))
+    prior = rssm.img_step(rssm.initial_state(2), th.zeros(2, 2))
     # After a reset the belief depends neither on the past nor on the stored action.
     th.testing.assert_close(posteriors.belief[:, 2], prior.belief)
 
@@ -125,10 +125,11 @@ def test_rssm_is_first_resets_belief_state_and_action():
 def test_imagine_batched_rows_match_one_by_one():
     th.manual_seed(0)
     rssm = RSSM(action_dim=1, embedding_dim=4, belief_size=8, state_size=3, hidden_size=5, min_std=0.1)
-    belief, state, actions = th.randn(5, 8), th.randn(5, 3), th.randn(5, 6, 1)
-    batched = rssm.imagine(belief, state, actions, sample=False)
+    start = RSSMState(th.randn(5, 8), th.randn(5, 3), th.rand(5, 3) + 0.1, th.randn(5, 3))
+    actions = th.randn(5, 6, 1)
+    batched = rssm.imagine(start, actions, sample=False)
     for i in range(5):
-        single = rssm.imagine(belief[i : i + 1], state[i : i + 1], actions[i : i + 1], sample=False)
+        single = rssm.imagine(RSSMState(*(x[i : i + 1] for x in start)), actions[i : i + 1], sample=False)
         th.testing.assert_close(batched.belief[i : i + 1], single.belief, rtol=1e-5, atol=1e-6)
         th.testing.assert_close(batched.mean[i : i + 1], single.mean, rtol=1e-5, atol=1e-6)
 
@@ -147,6 +148,7 @@ def test_predict_state_fields(discrete, warm_start):
     # The plan is carried with or without warm start: the layout does not depend on a setting.
     assert isinstance(state, PlaNetState)
     assert state.belief.shape == (3, 8) and state.posterior_sample.shape == (3, 4)
+    assert state.posterior_mean.shape == state.posterior_std.shape == (3, 4)
     assert state.prev_action.shape == (3, n_actions) and state.plan.shape == (3, 3, n_actions)
     assert all(part.dtype == np.float32 for part in state)
     if discrete:
@@ -174,7 +176,7 @@ def test_wrong_state_or_episode_start_is_a_clear_error():
     two_envs = PlaNetState(*(part[:2] for part in state))
     with pytest.raises(ValueError, match=r"PlaNet's state field 'belief' must have shape \(3, 8\)"):
         model.predict(obs, state=two_envs)
-    with pytest.raises(ValueError, match="PlaNet's state has the 4 fields"):
+    with pytest.raises(ValueError, match="PlaNet's state has the 6 fields"):
         model.predict(obs, state=tuple(state)[:3])
     with pytest.raises(ValueError, match=r"episode_start has 2 entries, expected one per env \(3\)"):
         model.predict(obs, state=state, episode_start=np.ones(2, dtype=bool))

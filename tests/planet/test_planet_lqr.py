@@ -26,7 +26,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from sb3_mb import PlaNet
 from sb3_mb.envs.linear import DoubleIntegrator
 from sb3_mb.planet.policies import REWARD_SCALE_QUANTILE, symexp, symlog
-from sb3_mb.planet.rssm import RSSM
+from sb3_mb.planet.rssm import RSSM, RSSMState
 from sb3_mb.registry import ALGOS
 from zoo.hyperparams import load_hyperparams
 
@@ -124,16 +124,15 @@ def test_planning_on_the_prior_mean_is_noise_free_and_follows_the_mean_rollout()
         g = th.Generator().manual_seed(1)
         belief = th.randn(2, policy.belief_size, generator=g)
         state = th.randn(2, policy.state_size, generator=g)
+        start = RSSMState(belief, state, th.ones_like(state), state)
         actions = th.rand(2, 4, policy.planning_horizon, 1, generator=g) * 2 - 1
         with th.no_grad():
             returns[on_mean] = [
-                policy.planning_objective(belief, state, th.Generator().manual_seed(seed))(actions)
-                for seed in (2, 3)
+                policy.planning_objective(start, th.Generator().manual_seed(seed))(actions) for seed in (2, 3)
             ]
             if on_mean:
                 rollout = policy.rssm.imagine(
-                    belief.repeat_interleave(4, 0),
-                    state.repeat_interleave(4, 0),
+                    RSSMState(*(x.repeat_interleave(4, 0) for x in start)),
                     actions.reshape(8, -1, 1),
                     sample=False,
                 )

@@ -57,7 +57,7 @@ def test_rssm_std_floor_and_filtering_on_the_posterior_sample():
     th.testing.assert_close(posteriors.std, th.full_like(posteriors.std, 0.25))
     assert not th.allclose(posteriors.sample, posteriors.mean)  # sampled, so the next check means something
     for t in (1, 2):
-        expected = rssm.img_step(posteriors.belief[:, t - 1], posteriors.sample[:, t - 1], actions[:, t])
+        expected = rssm.img_step(RSSMState(*(x[:, t - 1] for x in posteriors)), actions[:, t])
         th.testing.assert_close(priors.belief[:, t], expected.belief)
 
 
@@ -133,9 +133,8 @@ def test_overshooting_matches_every_distance_from_2_to_d_with_a_stopped_target(n
     with th.no_grad():
         for distance in (2, 3):
             for t in range(7 - distance):
-                prior = rssm.imagine(
-                    posteriors.belief[:, t], posteriors.sample[:, t], actions[:, t + 1 : t + 1 + distance]
-                )
+                start = RSSMState(*(x[:, t] for x in posteriors))
+                prior = rssm.imagine(start, actions[:, t + 1 : t + 1 + distance])
                 end = t + distance
                 kls.append(
                     gaussian_kl(
@@ -165,13 +164,14 @@ def test_planning_objective_sums_discounted_predicted_rewards(no_sampling_noise)
     horizon = policy.planning_horizon
     belief = th.rand(2, policy.belief_size, generator=g)
     state = th.rand(2, policy.state_size, generator=g)
+    start = RSSMState(belief, state, th.ones_like(state), state)
     actions = th.rand(2, 5, horizon, 2, generator=g) * 2 - 1  # (n_envs, n_candidates, horizon, action_dim)
     with th.no_grad():
-        returns = policy.planning_objective(belief, state, None)(actions)
+        returns = policy.planning_objective(start, None)(actions)
         for env in range(2):
             for candidate in range(5):
                 prior = policy.rssm.imagine(
-                    belief[env : env + 1], state[env : env + 1], actions[env, candidate][None]
+                    RSSMState(*(x[env : env + 1] for x in start)), actions[env, candidate][None]
                 )
                 rewards = policy.reward(RSSM.features(prior))[0]  # (horizon,)
                 expected = (rewards * 0.5 ** th.arange(float(horizon))).sum()

@@ -1,0 +1,230 @@
+"""PlaNet's transition-model variants (issue 14): the paper's ablations (purely stochastic SSM, purely
+deterministic RNN), the tiny encoder / decoder and the moving-average RSSM of Rose's fork.
+
+Each variant trains, plans, saves and loads through ``learn`` / ``predict`` / ``save`` / ``load`` at tiny
+sizes, and its defining rule is pinned by a test that fails when the rule is broken.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from point_mass import PointMass
+from stable_baselines3.common.env_util import make_vec_env
+from torch import nn
+
+from sb3_mb import PlaNet
+from sb3_mb.common.conv import ConvDecoder, ConvEncoder
+from sb3_mb.common.distributions import gaussian_kl
+from sb3_mb.planet.networks import DUMBNET_UNITS, DumbConvDecoder, DumbConvEncoder
+from sb3_mb.planet.rssm import RSSMState
+from sb3_mb.planet.transition import SSM, MovingAverageRSSM
+from sb3_mb.registry import ALGOS
+
+TINY = ALGOS["planet"].test_kwargs
+
+VARIANTS = {
+    "ssm": dict(transition_model="ssm"),
+    "rnn": dict(mean_only=True),
+    "rssm_ma": dict(transition_model="rssm_ma"),
+    "dumbnet": dict(dumbnet=True),
+}
+
+
+def _planet(env=None, policy_kwargs=None, **kwargs) -> PlaNet:
+    env = PointMass() if env is None else env
+    policy_kwargs = {**TINY["policy_kwargs"], **(policy_kwargs or {})}
+    return PlaNet("MlpPolicy", env, seed=0, **{**TINY, **kwargs, "policy_kwargs": policy_kwargs})
+
+
+def _deterministic_actions(model: PlaNet, n_steps: int = 6) -> np.ndarray:
+    """Deterministic actions of 2 envs along a seeded trajectory, the state carried as evaluate_policy."""
+    env = make_vec_env(PointMass, n_envs=2, seed=7)
+    obs, state, starts, actions = env.reset(), None, np.ones(2, dtype=bool), []
+    for _ in range(n_steps):
+        action, state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+        actions.append(action)
+        obs, _, starts, _ = env.step(action)
+    return np.stack(actions)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_trains_plans_saves_and_loads(variant, tmp_path):
+    model = _planet(policy_kwargs=VARIANTS[variant])
+    model.learn(60)  # one seed episode, updates, then planned steps and more updates
+    assert model._n_updates >= 4
+    samples = model.replay_buffer.sample_sequences(4, 8)
+    assert all(th.isfinite(value) for value in model._compute_losses(samples).values())
+    before = _deterministic_actions(model)
+    assert np.all(np.isfinite(before)) and np.all(np.abs(before) <= 1.0)
+    model.save(tmp_path / "planet.zip")
+    loaded = PlaNet.load(tmp_path / "planet.zip")
+    for name, value in VARIANTS[variant].items():
+        assert getattr(loaded.policy, name) == value
+    assert type(loaded.policy.rssm) is type(model.policy.rssm)
+    for key, value in model.policy.state_dict().items():
+        th.testing.assert_close(loaded.policy.state_dict()[key], value, rtol=0, atol=0)
+    np.testing.assert_array_equal(_deterministic_actions(loaded), before)
+
+
+def test_unknown_variant_or_bad_moving_average_is_a_clear_error():
+    with pytest.raises(
+        ValueError, match=r"unknown transition_model 'gru'; the choices are 'rssm'.*'ssm'.*'rssm_ma'"
+    ):
+        _planet(policy_kwargs=dict(transition_model="gru"))
+    with pytest.raises(
+        ValueError, match=r"ma_ppn=0.1 splits belief_size=16 into 1 slow.*state_size=4 into 0"
+    ):
+        _planet(policy_kwargs=dict(transition_model="rssm_ma", ma_ppn=0.1))
+    with pytest.raises(ValueError, match=r"ma_alpha must be in \(0, 1\]"):
+        _planet(policy_kwargs=dict(transition_model="rssm_ma", ma_alpha=0.0))
+
+
+def _random_state(batch: int, belief_size: int, state_size: int, seed: int = 0) -> RSSMState:
+    g = th.Generator().manual_seed(seed)
+    return RSSMState(
+        th.randn(batch, belief_size, generator=g),
+        th.randn(batch, state_size, generator=g),
+        th.rand(batch, state_size, generator=g) + 0.1,
+        th.randn(batch, state_size, generator=g),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------
+# Moving-average RSSM
+# ------------------------------------------------------------------------------------------------------
+def test_moving_average_rssm_averages_every_field_of_the_slow_part():
+    """Fork, ``rssm_movavg.py``: slow part ``floor(ma_ppn * size)``, its new state (every field)
+    ``(1 - ma_alpha) * previous + ma_alpha * new``, prior and posterior alike; the fast part as usual."""
+    th.manual_seed(0)
+    model = MovingAverageRSSM(
+        action_dim=2, embedding_dim=5, belief_size=10, state_size=7, hidden_size=6, min_std=0.1, ma_alpha=0.3
+    )
+    assert model.belief_sizes == (2, 8) and model.state_sizes == (
+        1,
+        6,
+    )  # ma_ppn 0.25: floor(2.5), floor(1.75)
+    prev = _random_state(3, 10, 7)
+    action, embedding = th.randn(3, 2), th.randn(3, 5)
+    slow_prev, fast_prev = model.split(prev)
+
+    prior, posterior = model.obs_step(prev, action, embedding, th.Generator().manual_seed(1))
+    generator = th.Generator().manual_seed(1)  # the same draws, in the same order: slow, then fast
+    slow_prior, slow_posterior = model.slow.obs_step(slow_prev, action, embedding, generator)
+    fast_prior, fast_posterior = model.fast.obs_step(fast_prev, action, embedding, generator)
+    imagined = model.img_step(prev, action, th.Generator().manual_seed(2))
+    generator = th.Generator().manual_seed(2)
+    slow_imagined = model.slow.img_step(slow_prev, action, generator)
+    fast_imagined = model.fast.img_step(fast_prev, action, generator)
+
+    cases = [
+        (prior, slow_prior, fast_prior),
+        (posterior, slow_posterior, fast_posterior),
+        (imagined, slow_imagined, fast_imagined),
+    ]
+    for state, slow_new, fast_new in cases:
+        slow, fast = model.split(state)
+        for name in RSSMState._fields:
+            expected = 0.7 * getattr(slow_prev, name) + 0.3 * getattr(slow_new, name)
+            th.testing.assert_close(getattr(slow, name), expected, msg=f"slow {name}")
+            th.testing.assert_close(getattr(fast, name), getattr(fast_new, name), msg=f"fast {name}")
+    assert not th.allclose(model.split(posterior)[0].mean, slow_posterior.mean)  # the average matters
+
+
+def test_moving_average_kl_is_taken_on_the_concatenation():
+    """'KL is on the concatenated distribution': free nats clamp the sum of both parts' KL, not each part."""
+    model = _planet(policy_kwargs=dict(transition_model="rssm_ma"))
+    policy, rssm = model.policy, model.policy.rssm
+    model.learn(30)
+    samples = model.replay_buffer.sample_sequences(4, 8)
+    th.manual_seed(3)
+    embeddings = policy.encoder(policy.preprocess(samples.observations))
+    priors, posteriors = rssm.observe(embeddings, policy.model_actions(samples.actions), samples.is_first)
+    parts = [
+        gaussian_kl(post.mean, post.std, prior.mean, prior.std)
+        for post, prior in zip(rssm.split(posteriors), rssm.split(priors), strict=True)
+    ]
+    total = parts[0] + parts[1]
+    model.free_nats = float(total.detach().median())
+    th.manual_seed(3)
+    losses = model._compute_losses(samples)
+    th.testing.assert_close(losses["kl"].detach(), total.mean().detach())
+    th.testing.assert_close(losses["kl_loss"].detach(), th.clamp(total, min=model.free_nats).mean().detach())
+
+
+# ------------------------------------------------------------------------------------------------------
+# The paper's ablations
+# ------------------------------------------------------------------------------------------------------
+def test_ssm_has_no_deterministic_path():
+    """Paper Sec. 5 / Fig. 2b: the SSM's state is ``s`` alone; the prior at ``t`` is a function of
+    ``(s_{t-1}, a_{t-1})`` whatever came before, the posterior of that prior and ``e_t``."""
+    th.manual_seed(0)
+    model = SSM(action_dim=2, embedding_dim=5, state_size=3, hidden_size=6, min_std=0.1)
+    assert model.belief_size == 0 and model.feature_dim == 3
+    embeddings, actions = th.randn(4, 6, 5), th.randn(4, 6, 2)
+    priors, posteriors = model.observe(embeddings, actions)
+    assert priors.belief.shape == (4, 6, 0) and model.features(posteriors).shape == (4, 6, 3)
+    for t in range(1, 6):
+        # another history that ends in the same sample: only the sample is kept
+        other = _random_state(4, 0, 3, seed=t)._replace(sample=posteriors.sample[:, t - 1])
+        prior, posterior = model.obs_step(other, actions[:, t], embeddings[:, t], sample=False)
+        th.testing.assert_close(prior.mean, priors.mean[:, t])
+        th.testing.assert_close(prior.std, priors.std[:, t])
+        th.testing.assert_close(posterior.mean, posteriors.mean[:, t])
+        th.testing.assert_close(posterior.std, posteriors.std[:, t])
+    planet = _planet(policy_kwargs=dict(transition_model="ssm"))
+    _, state = planet.predict(np.zeros((2, 2), np.float32), episode_start=np.ones(2, dtype=bool))
+    assert state.belief.shape == (2, 0) and state.posterior_sample.shape == (2, 4)
+
+
+def test_deterministic_rnn_draws_no_sample():
+    """``mean_only`` (the paper's RNN ablation, Fig. 2a): every sample is the mean, prior and posterior, so
+    observing, imagining and acting do not depend on the random numbers."""
+    model = _planet(policy_kwargs=dict(mean_only=True))
+    rssm = model.policy.rssm
+    embeddings, actions = th.randn(3, 5, 16), th.randn(3, 5, 2)
+    with th.no_grad():
+        runs = [rssm.observe(embeddings, actions, generator=th.Generator().manual_seed(s)) for s in (0, 1)]
+        for priors, posteriors in runs:
+            th.testing.assert_close(priors.sample, priors.mean, rtol=0, atol=0)
+            th.testing.assert_close(posteriors.sample, posteriors.mean, rtol=0, atol=0)
+        th.testing.assert_close(runs[0][1].belief, runs[1][1].belief, rtol=0, atol=0)
+        start = RSSMState(*(x[:, -1] for x in runs[0][1]))
+        sampled = rssm.imagine(start, actions, th.Generator().manual_seed(2), sample=True)
+        th.testing.assert_close(sampled.sample, sampled.mean, rtol=0, atol=0)
+    _, state = model.predict(np.zeros((2, 2), np.float32), episode_start=np.ones(2, dtype=bool))
+    np.testing.assert_array_equal(state.posterior_sample, state.posterior_mean)
+
+
+# ------------------------------------------------------------------------------------------------------
+# dumbnet
+# ------------------------------------------------------------------------------------------------------
+def test_dumbnet_is_the_forks_tiny_encoder_and_decoder():
+    """Fork, ``conv_ha.py``: one conv (256 channels, kernel 4, stride 32) to the same 1024-D embedding, and a
+    decoder with 2-channel transposed convs; vectors: one hidden layer of 10 units."""
+    encoder, decoder = DumbConvEncoder(3), DumbConvDecoder(feature_dim=20, out_channels=3)
+    convs = [m for m in encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 and convs[0].out_channels == 256 and convs[0].stride == (32, 32)
+    embedding = encoder(th.zeros(2, 5, 3, 64, 64))
+    assert embedding.shape == (2, 5, 1024)
+    assert decoder(th.zeros(2, 5, 20)).shape == (2, 5, 3, 64, 64)
+    channels = [m.out_channels for m in decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert channels == [2, 2, 2, 3]
+    paper = (ConvEncoder(3), ConvDecoder(feature_dim=20, out_channels=3))
+    n_params, n_paper = (
+        sum(p.numel() for net in nets for p in net.parameters()) for nets in ((encoder, decoder), paper)
+    )
+    assert n_params < n_paper / 20  # 86 thousand against 4 million
+
+    model = _planet(policy_kwargs=dict(dumbnet=True, mlp_hidden_sizes=(64, 64)))
+    linears = [m for m in model.policy.encoder.modules() if isinstance(m, nn.Linear)]
+    assert [m.out_features for m in linears] == [DUMBNET_UNITS]  # mlp_hidden_sizes unused
+    assert model.policy.rssm.embedding_dim == DUMBNET_UNITS
+    pixels = PlaNet(
+        "sb3_mb/CartpoleBalancePixels-v0",
+        **dict(TINY, policy_kwargs={**TINY["policy_kwargs"], "dumbnet": True}),
+    )
+    assert isinstance(pixels.policy.encoder, DumbConvEncoder) and isinstance(
+        pixels.policy.decoder, DumbConvDecoder
+    )
