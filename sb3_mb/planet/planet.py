@@ -11,6 +11,7 @@ algorithm box as :class:`PlaNet` runs it (the paper's symbols in brackets)::
             loss = observation NLL + reward_loss_scale * reward NLL
                  + kl_scale * max(free_nats, KL(posterior || prior))                     (Sec. 3, Eq. 3)
                  [+ global_kl_scale * KL(posterior || N(0, I))]                          (arXiv v1)
+                 [+ cell_as_prior * sum_i KL(posterior_{i-1} || posterior_i)]    (clockwork, Rose's fork)
                  [+ latent overshooting]                                                  (Sec. 4, Eq. 7)
         collect one step of every env: filter o_t into (h_t, s_t), plan with the CEM on the prior,
             add exploration noise, step
@@ -55,6 +56,7 @@ from sb3_mb.planet.policies import (
     check_spaces,
 )
 from sb3_mb.planet.rssm import RSSMState
+from sb3_mb.planet.transition import ClockworkRSSM
 
 SelfPlaNet = TypeVar("SelfPlaNet", bound="PlaNet")
 
@@ -83,6 +85,10 @@ class PlaNet(WorldModelAlgorithm):
     :param reward_loss_scale: weight of the reward NLL (10).
     :param kl_scale: weight of ``KL(posterior || prior)`` (1).
     :param global_kl_scale: weight of ``KL(posterior || N(0, I))`` (0; arXiv v1: 0.1).
+    :param cell_as_prior: Rose's fork's ``cell_as_prior: x`` for the clockwork RSSM (``policy_kwargs``
+        ``cw_tau``; the fork used 0.1): adds ``x * sum_i KL(post_{i-1} || post_i)`` between the posteriors
+        of adjacent cells, faster first, per step (no free nats), so each slower cell's posterior acts as
+        a prior for the next faster one. 0: off.
     :param overshooting_distance: latent overshooting distance D (0 = off; arXiv v1: 49 = L - 1).
     :param overshooting_kl_scale: weight of the overshooting KL, averaged over distances 2..D (arXiv v1: 1).
     :param overshooting_reward_scale: weight of the overshooting reward NLL (arXiv v1: 100).
@@ -97,7 +103,8 @@ class PlaNet(WorldModelAlgorithm):
     :param stats_window_size: episodes in the rollout statistics. :param tensorboard_log: log folder.
     :param verbose: 0, 1 or 2. :param seed: random seed. :param device: torch device.
     :raises ValueError: for an unsupported observation or action space (the message names it and what is
-        expected: a flat bounded ``Box`` or a ``Discrete`` action space).
+        expected: a flat bounded ``Box`` or a ``Discrete`` action space); ``cell_as_prior`` without a
+        clockwork RSSM of equal state sizes.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
@@ -118,6 +125,7 @@ class PlaNet(WorldModelAlgorithm):
         reward_loss_scale: float = 10.0,
         kl_scale: float = 1.0,
         global_kl_scale: float = 0.0,
+        cell_as_prior: float = 0.0,
         overshooting_distance: int = 0,
         overshooting_kl_scale: float = 1.0,
         overshooting_reward_scale: float = 100.0,
@@ -156,7 +164,7 @@ class PlaNet(WorldModelAlgorithm):
         self.sequence_length, self.seed_episodes = sequence_length, seed_episodes
         self.updates_per_episode = updates_per_episode
         self.free_nats, self.reward_loss_scale, self.kl_scale = free_nats, reward_loss_scale, kl_scale
-        self.global_kl_scale = global_kl_scale
+        self.global_kl_scale, self.cell_as_prior = global_kl_scale, cell_as_prior
         self.overshooting_distance = overshooting_distance
         self.overshooting_kl_scale = overshooting_kl_scale
         self.overshooting_reward_scale = overshooting_reward_scale
@@ -172,6 +180,16 @@ class PlaNet(WorldModelAlgorithm):
         use_conv = issubclass(self.policy_class, CnnPolicy) or bool(self.policy_kwargs.get("use_conv"))
         check_spaces(self.observation_space, self.action_space, use_conv)
         super()._setup_model()
+        rssm = self.policy.rssm
+        if self.cell_as_prior > 0 and not (
+            isinstance(rssm, ClockworkRSSM) and len(set(rssm.state_sizes)) == 1
+        ):
+            sizes = getattr(rssm, "state_sizes", (rssm.state_size,))
+            raise ValueError(
+                f"cell_as_prior={self.cell_as_prior} needs a clockwork RSSM (policy_kwargs cw_tau with 2 or "
+                f"more periods) whose cells have equal state sizes; got {type(rssm).__name__} with state "
+                f"sizes {sizes}"
+            )
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_planned_returns"]
@@ -247,7 +265,8 @@ class PlaNet(WorldModelAlgorithm):
         :param samples: ``(batch, seq_len)`` windows from :meth:`EpisodeReplayBuffer.sample_sequences`.
         :return: ``loss`` and its terms: ``observation_nll`` (nats per step, summed over the observation's
             dims), ``reward_nll``, ``kl`` (nats per step, before free nats), ``kl_loss`` (after), and with
-            their options ``global_kl``, ``overshooting_kl``, ``overshooting_reward_nll``.
+            their options ``global_kl``, ``cell_as_prior_kl``, ``overshooting_kl``,
+            ``overshooting_reward_nll``.
         """
         policy = self.policy
         observations = policy.preprocess(samples.observations, noise=True)
@@ -273,6 +292,14 @@ class PlaNet(WorldModelAlgorithm):
             global_kl = standard_normal_kl(posteriors.mean, posteriors.std).mean()
             loss = loss + self.global_kl_scale * global_kl
             losses["global_kl"] = global_kl
+        if self.cell_as_prior > 0:
+            cells = policy.rssm.split(posteriors)
+            kls = [
+                gaussian_kl(f.mean, f.std, s.mean, s.std) for f, s in zip(cells[:-1], cells[1:], strict=True)
+            ]
+            cell_kl = th.stack(kls).sum(dim=0).mean()
+            loss = loss + self.cell_as_prior * cell_kl
+            losses["cell_as_prior_kl"] = cell_kl
         distance = min(self.overshooting_distance, samples.rewards.shape[1] - 1)
         if distance >= 2:
             overshooting_kl, overshooting_reward = self._overshooting(
@@ -308,6 +335,7 @@ class PlaNet(WorldModelAlgorithm):
             prior = rssm.img_step(
                 RSSMState(*(x[:, :n].reshape(batch * n, -1) for x in state)),
                 actions[:, d:].reshape(batch * n, -1),
+                time=(th.arange(n, device=rewards.device) + d).repeat(batch),  # the windows' clock
             )
             state = RSSMState(*(x.reshape(batch, n, -1) for x in prior))
             if d >= 2:
@@ -337,7 +365,10 @@ class PlaNet(WorldModelAlgorithm):
         embeddings = policy.encoder(observations[:, :context])
         _, posteriors = policy.rssm.observe(embeddings, actions[:, :context], samples.is_first[:n, :context])
         priors = policy.rssm.imagine(
-            RSSMState(*(x[:, -1] for x in posteriors)), actions[:, context:], sample=False
+            RSSMState(*(x[:, -1] for x in posteriors)),
+            actions[:, context:],
+            sample=False,
+            time=th.full((n,), context - 1, device=actions.device),
         )
         reconstructions = policy.decoder(policy.rssm.features(posteriors))
         predictions = policy.decoder(policy.rssm.features(priors))

@@ -70,6 +70,9 @@ class PlaNetState(NamedTuple):
     :ivar plan: the CEM's final mean (``Box``) or logits (``Discrete``) shifted one step earlier with zeros
         appended, ``(n_envs, planning_horizon, action_dim)``. The next CEM starts from it only with
         ``warm_start=True``; it is carried either way, so the state's layout never depends on a setting.
+    :ivar episode_step: observations filtered since the episode start, ``(n_envs, 1)`` (0 after a reset): the
+        time of the clockwork RSSM's clock (:class:`~sb3_mb.planet.transition.ClockworkRSSM`), carried for
+        every model.
     """
 
     belief: np.ndarray
@@ -78,6 +81,7 @@ class PlaNetState(NamedTuple):
     posterior_sample: np.ndarray
     prev_action: np.ndarray
     plan: np.ndarray
+    episode_step: np.ndarray
 
 
 def check_action_space(action_space: spaces.Space) -> None:
@@ -141,8 +145,8 @@ class PlaNetPolicy(BasePolicy):
     :param observation_space: ``Box`` vector (``use_conv=False``) or ``(C, 64, 64)`` uint8 image.
     :param action_space: bounded ``Box`` or ``Discrete``.
     :param lr_schedule: learning-rate schedule; the optimizer starts at ``lr_schedule(1)``.
-    :param belief_size: size of the deterministic state ``h`` (GRU, 200).
-    :param state_size: size of the stochastic state ``s`` (diagonal Gaussian, 30).
+    :param belief_size: size of the deterministic state ``h`` (GRU, 200); a tuple: one per clockwork cell.
+    :param state_size: size of the stochastic state ``s`` (diagonal Gaussian, 30); a tuple: one per cell.
     :param hidden_size: dense layers around the GRU (200).
     :param min_std: floor added to the softplus of the prior and posterior std (0.1).
     :param future_rnn: the prior reads the new belief (camera-ready, True) or the pre-GRU embedding (arXiv
@@ -154,6 +158,9 @@ class PlaNetPolicy(BasePolicy):
         deterministic RNN ablation (the original code's ``mean_only``).
     :param ma_ppn: ``"rssm_ma"``: share of the belief and the state in the slow, averaged part (fork: 0.25).
     :param ma_alpha: ``"rssm_ma"``: weight of the new value in the slow part's moving average (fork: 0.25).
+    :param cw_tau: the clockwork RSSM of Rose's fork (:class:`~sb3_mb.planet.transition.ClockworkRSSM`):
+        the period of each cell, fastest first, starting at 1 (fork: ``(1, 4)`` with ``belief_size=(100,
+        100)``, ``state_size=(15, 15)``); cells of the kind ``transition_model``. 1: one cell, no clock.
     :param dumbnet: the tiny encoder / decoder of Rose's fork for ablations
         (:mod:`sb3_mb.planet.networks`); ``cnn_depth`` and ``mlp_hidden_sizes`` are then unused. The reward
         head keeps ``reward_hidden_sizes`` (the fork's dumbnet heads are 2 x 10).
@@ -198,8 +205,8 @@ class PlaNetPolicy(BasePolicy):
         observation_space: spaces.Space,
         action_space: spaces.Space,
         lr_schedule: Schedule,
-        belief_size: int = 200,
-        state_size: int = 30,
+        belief_size: int | tuple[int, ...] = 200,
+        state_size: int | tuple[int, ...] = 30,
         hidden_size: int = 200,
         min_std: float = 0.1,
         future_rnn: bool = True,
@@ -207,6 +214,7 @@ class PlaNetPolicy(BasePolicy):
         mean_only: bool = False,
         ma_ppn: float = 0.25,
         ma_alpha: float = 0.25,
+        cw_tau: int | tuple[int, ...] = 1,
         dumbnet: bool = False,
         use_conv: bool = False,
         cnn_depth: int = 32,
@@ -238,12 +246,16 @@ class PlaNetPolicy(BasePolicy):
         )
         self.discrete = isinstance(action_space, spaces.Discrete)
         self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        # Sizes per clockwork cell are tuples (a saved model's JSON brings lists back).
+        belief_size, state_size, cw_tau = (
+            x if isinstance(x, int) else tuple(x) for x in (belief_size, state_size, cw_tau)
+        )
         self.belief_size, self.state_size, self.hidden_size = belief_size, state_size, hidden_size
         self.min_std, self.future_rnn, self.use_conv = min_std, future_rnn, use_conv
         self.cnn_depth, self.activation_fn, self.bit_depth = cnn_depth, activation_fn, bit_depth
         self.normalize_rewards = normalize_rewards
         self.transition_model, self.mean_only = transition_model, mean_only
-        self.ma_ppn, self.ma_alpha, self.dumbnet = ma_ppn, ma_alpha, dumbnet
+        self.ma_ppn, self.ma_alpha, self.cw_tau, self.dumbnet = ma_ppn, ma_alpha, cw_tau, dumbnet
         self.mlp_hidden_sizes, self.reward_hidden_sizes = tuple(mlp_hidden_sizes), tuple(reward_hidden_sizes)
         self.planning_horizon, self.n_candidates = planning_horizon, n_candidates
         self.n_elites, self.n_iterations = n_elites, n_iterations
@@ -280,6 +292,7 @@ class PlaNetPolicy(BasePolicy):
             mean_only,
             ma_ppn,
             ma_alpha,
+            cw_tau,
         )
         feature_dim = self.rssm.feature_dim
         if use_conv and dumbnet:
@@ -309,6 +322,7 @@ class PlaNetPolicy(BasePolicy):
                 "posterior_sample": (self.rssm.state_size,),
                 "prev_action": (self.action_dim,),
                 "plan": (planning_horizon, self.action_dim),
+                "episode_step": (1,),
             },
             owner="PlaNet",
         )
@@ -410,12 +424,13 @@ class PlaNetPolicy(BasePolicy):
     # Planning and acting
     # ----------------------------------------------------------------------------------------------
     def planning_objective(
-        self, start: RSSMState, generator: th.Generator | None
+        self, start: RSSMState, generator: th.Generator | None, time: th.Tensor | None = None
     ) -> Callable[[th.Tensor], th.Tensor]:
         """The CEM's objective from the state at ``t``: the discounted predicted rewards of a prior rollout.
 
         :param start: the filtered state, fields ``(n_envs, ...)``.
         :param generator: ``torch.Generator`` for the prior samples.
+        :param time: ``t`` per env, ``(n_envs,)`` int64, for a clocked model (None: 0).
         :return: a function from ``(n_envs, n_candidates, planning_horizon, action_dim)`` action sequences to
             ``(n_envs, n_candidates)`` returns; all candidates are one batch of ``n_envs * n_candidates`` rows
             rolled out by the transition model's :meth:`~sb3_mb.planet.rssm.TransitionModel.imagine`.
@@ -427,22 +442,29 @@ class PlaNetPolicy(BasePolicy):
             n_envs, n_candidates = actions.shape[:2]
             rows = n_envs * n_candidates
             first = start.map(lambda x: x[:, None].expand(n_envs, n_candidates, -1).reshape(rows, -1))
+            times = None if time is None else time.repeat_interleave(n_candidates)
             actions = actions.reshape(rows, horizon, -1)
-            priors = self.rssm.imagine(first, actions, generator, sample=not self.plan_on_prior_mean)
+            priors = self.rssm.imagine(first, actions, generator, not self.plan_on_prior_mean, time=times)
             rewards = self.reward(self.rssm.features(priors))  # (rows, horizon)
             return (rewards * weights).sum(dim=1).reshape(n_envs, n_candidates)
 
         return objective
 
-    def plan(self, start: RSSMState, initial_plan: th.Tensor, generator: th.Generator | None) -> PlanResult:
+    def plan(
+        self,
+        start: RSSMState,
+        initial_plan: th.Tensor,
+        generator: th.Generator | None,
+        time: th.Tensor | None = None,
+    ) -> PlanResult:
         """CEM in latent space from the filtered states of ``n_envs`` envs, all candidates in one batch.
 
-        :param start: fields ``(n_envs, ...)``.
+        :param start: fields ``(n_envs, ...)``. :param time: their times ``(n_envs,)`` (clockwork; None: 0).
         :param initial_plan: ``(n_envs, planning_horizon, action_dim)`` mean (Box) or logits (Discrete).
         :param generator: ``torch.Generator`` for the candidates and the prior samples.
         :return: the planner's :class:`~sb3_mb.common.planners.PlanResult`.
         """
-        objective = self.planning_objective(start, generator)
+        objective = self.planning_objective(start, generator, time)
         return self.planner.plan(objective, initial_plan, generator=generator, device=start.belief.device)
 
     @th.no_grad()
@@ -469,17 +491,17 @@ class PlaNetPolicy(BasePolicy):
         """
         n_envs, device = observation.shape[0], self.device
         state = self.state_spec.prepare(state, episode_start, n_envs)
-        belief, mean, std, sample, prev_action, plan = (
+        belief, mean, std, sample, prev_action, plan, episode_step = (
             th.as_tensor(part, dtype=th.float32, device=device) for part in state
         )
+        time = episode_step[:, 0].round().long()
         embedding = self.encoder(self.preprocess(observation, noise=True, generator=generator))
-        _, posterior = self.rssm.obs_step(
-            RSSMState(belief, mean, std, sample), prev_action, embedding, generator
-        )
+        prev = RSSMState(belief, mean, std, sample)
+        _, posterior = self.rssm.obs_step(prev, prev_action, embedding, generator, time=time)
         initial_plan = plan if self.warm_start else th.zeros_like(plan)
         # The filter carries the posterior sample either way; the plan may start from the mean.
         start = posterior._replace(sample=posterior.mean) if self.plan_on_prior_mean else posterior
-        result = self.plan(start, initial_plan, generator)
+        result = self.plan(start, initial_plan, generator, time)
 
         if self.discrete:
             index = result.action_index
@@ -498,7 +520,8 @@ class PlaNetPolicy(BasePolicy):
             action = self.unscale_action(model_action.cpu().numpy()).reshape((n_envs, *space.shape))
             action = np.clip(action, space.low, space.high).astype(space.dtype)
 
-        new_state = PlaNetState(*(x.cpu().numpy() for x in (*posterior, model_action, result.warm_start)))
+        parts = (*posterior, model_action, result.warm_start, episode_step + 1)
+        new_state = PlaNetState(*(x.cpu().numpy() for x in parts))
         return action, new_state, result
 
     def make_generator(self, seed_inputs: Sequence[np.ndarray] | None = None) -> th.Generator:
@@ -566,6 +589,7 @@ class PlaNetPolicy(BasePolicy):
             state.posterior_std,
             state.posterior_sample,
             state.prev_action,
+            state.episode_step,
             *((state.plan,) if self.warm_start else ()),
         )
         generator = self.make_generator(seed_inputs if deterministic else None)

@@ -78,6 +78,18 @@ def split_state(state: RSSMState, belief_sizes: Sequence[int], state_sizes: Sequ
     return [RSSMState(*fields) for fields in zip(beliefs, means, stds, samples, strict=True)]
 
 
+def sequence_times(
+    batch: int, seq_len: int, is_first: th.Tensor | None, device: th.device | str | None = None
+) -> th.Tensor:
+    """The time of every index of a batch of sequences, ``(batch, seq_len)`` int64: the steps since the
+    sequence start or since the last index where ``is_first`` ``(batch, seq_len)`` is true."""
+    index = th.arange(seq_len, device=device).expand(batch, seq_len)
+    if is_first is None:
+        return index.clone()
+    last_start = th.where(is_first.bool(), index, th.zeros_like(index)).cummax(dim=1).values
+    return index - last_start
+
+
 def gaussian_head(
     head: nn.Linear,
     hidden: th.Tensor,
@@ -133,6 +145,7 @@ class TransitionModel(nn.Module):
         action: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
+        time: th.Tensor | None = None,
     ) -> RSSMState:
         """One prior (transition) step from the state at ``t - 1`` under ``a_{t-1}`` ``(batch, action_dim)``.
 
@@ -140,6 +153,10 @@ class TransitionModel(nn.Module):
             dims ``(batch,)``.
         :param generator: ``torch.Generator`` for the sample (None: global RNG).
         :param sample: draw ``s_t`` (True) or return the mean as ``sample`` (False).
+        :param time: ``t``, ``(batch,)`` int64: steps since the start of the episode (acting) or of the
+            sequence (learning). Read by clocked models only
+            (:class:`~sb3_mb.planet.transition.ClockworkRSSM`: a cell steps when ``t`` is a multiple of its
+            period and holds its state otherwise); None: every part steps.
         :return: the prior :class:`RSSMState` at ``t``.
         """
         raise NotImplementedError
@@ -151,9 +168,10 @@ class TransitionModel(nn.Module):
         embedding: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
+        time: th.Tensor | None = None,
     ) -> tuple[RSSMState, RSSMState]:
         """One filtering step: the prior at ``t``, then the posterior given ``e_t``
-        ``(batch, embedding_dim)``.
+        ``(batch, embedding_dim)``; ``time`` as in :meth:`img_step`.
 
         :return: ``(prior, posterior)`` at ``t``, leading dims ``(batch,)``.
         """
@@ -173,17 +191,20 @@ class TransitionModel(nn.Module):
         :param is_first: ``(batch, seq_len)`` booleans; where true the previous state and action are reset to
             zeros before the step (a new episode starts at ``t``). None: no resets.
         :param generator: ``torch.Generator`` for the samples (None: global RNG).
-        :return: ``(priors, posteriors)`` with fields of shape ``(batch, seq_len, ...)``.
+        :return: ``(priors, posteriors)`` with fields of shape ``(batch, seq_len, ...)``. The time of index
+            ``t`` (:meth:`img_step`) counts from the sequence start or the last ``is_first``
+            (:func:`sequence_times`).
         """
         batch, seq_len = embeddings.shape[:2]
         prev = self.initial_state(batch, embeddings.device)
+        times = sequence_times(batch, seq_len, is_first, embeddings.device)
         priors, posteriors = [], []
         for t in range(seq_len):
             action = actions[:, t]
             if is_first is not None:
                 keep = (~is_first[:, t].bool()).to(embeddings.dtype)[:, None]
                 prev, action = RSSMState(*(x * keep for x in prev)), action * keep
-            prior, posterior = self.obs_step(prev, action, embeddings[:, t], generator)
+            prior, posterior = self.obs_step(prev, action, embeddings[:, t], generator, time=times[:, t])
             priors.append(prior)
             posteriors.append(posterior)
             prev = posterior
@@ -195,6 +216,7 @@ class TransitionModel(nn.Module):
         actions: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
+        time: th.Tensor | None = None,
     ) -> RSSMState:
         """Prior rollout of action sequences from the state at ``t``: states ``t+1..t+H`` under
         ``a_{t..t+H-1}``. The planner scores every candidate of every env as one batch of rows of it.
@@ -203,11 +225,15 @@ class TransitionModel(nn.Module):
         :param actions: ``(batch, horizon, action_dim)``.
         :param generator: ``torch.Generator`` for the prior samples (None: global RNG).
         :param sample: sample the prior (as the planner does) or follow its mean (the open-loop video).
+        :param time: the time of ``start``, ``(batch,)`` int64 (see :meth:`img_step`); the rollout's states
+            are at ``time + 1 .. time + horizon``. None: 0.
         :return: prior states with fields ``(batch, horizon, ...)``.
         """
+        if time is None:
+            time = th.zeros(actions.shape[0], dtype=th.long, device=actions.device)
         states, prev = [], start
         for t in range(actions.shape[1]):
-            prev = self.img_step(prev, actions[:, t], generator, sample)
+            prev = self.img_step(prev, actions[:, t], generator, sample, time=time + 1 + t)
             states.append(prev)
         return stack_states(states)
 
@@ -266,6 +292,7 @@ class RSSM(TransitionModel):
         action: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
+        time: th.Tensor | None = None,
     ) -> RSSMState:
         """One prior step ``p(s_t | h_t)``, ``h_t = f(h_{t-1}, s_{t-1}, a_{t-1})``; reads ``prev.belief``
         ``(batch, belief_size)`` and ``prev.sample`` ``(batch, state_size)`` (see
@@ -302,6 +329,7 @@ class RSSM(TransitionModel):
         embedding: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
+        time: th.Tensor | None = None,
     ) -> tuple[RSSMState, RSSMState]:
         """:meth:`img_step` then :meth:`posterior_step`; both states share the belief."""
         prior = self.img_step(prev, action, generator, sample)

@@ -9,17 +9,27 @@ all:
   Sec. 3, Fig. 2c); with ``mean_only=True`` the purely deterministic "RNN" ablation (Sec. 5, Fig. 2a);
 - ``"ssm"``: the purely stochastic state-space model, :class:`SSM` (Sec. 5, Fig. 2b);
 - ``"rssm_ma"``: the moving-average RSSM of Rose's fork (github.com/rosea-tf/planet, ``rssm_movavg.py``),
-  :class:`MovingAverageRSSM`.
+  :class:`MovingAverageRSSM`;
+- any of them as the cells of the fork's clockwork RSSM, :class:`ClockworkRSSM` (``cw_tau`` with more than
+  one period).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch as th
 from torch import nn
 
-from sb3_mb.planet.rssm import RSSM, RSSMState, TransitionModel, cat_states, gaussian_head, split_state
+from sb3_mb.planet.rssm import (
+    RSSM,
+    RSSMState,
+    TransitionModel,
+    cat_states,
+    gaussian_head,
+    split_state,
+)
 
 TRANSITION_MODELS = ("rssm", "ssm", "rssm_ma")
 
@@ -69,6 +79,7 @@ class SSM(TransitionModel):
         action: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
+        time: th.Tensor | None = None,
     ) -> RSSMState:
         """Prior from ``prev.sample`` ``(batch, state_size)`` and the action alone; the returned belief is
         ``(batch, 0)`` (see :meth:`TransitionModel.img_step`)."""
@@ -85,6 +96,7 @@ class SSM(TransitionModel):
         embedding: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
+        time: th.Tensor | None = None,
     ) -> tuple[RSSMState, RSSMState]:
         """The prior, then the posterior from its mean, its std and ``e_t`` (see
         :meth:`TransitionModel.obs_step`)."""
@@ -167,6 +179,7 @@ class MovingAverageRSSM(TransitionModel):
         action: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
+        time: th.Tensor | None = None,
     ) -> RSSMState:
         """The slow part's averaged prior step beside the fast part's (see
         :meth:`TransitionModel.img_step`)."""
@@ -182,6 +195,7 @@ class MovingAverageRSSM(TransitionModel):
         embedding: th.Tensor,
         generator: th.Generator | None = None,
         sample: bool = True,
+        time: th.Tensor | None = None,
     ) -> tuple[RSSMState, RSSMState]:
         """Prior and posterior of both parts, the slow ones averaged with the previous slow state (see
         :meth:`TransitionModel.obs_step`)."""
@@ -193,12 +207,132 @@ class MovingAverageRSSM(TransitionModel):
         return prior, posterior
 
 
+def _hold(due: th.Tensor, new: RSSMState, held: RSSMState) -> RSSMState:
+    """``new`` in the rows where ``due`` ``(batch, 1)`` is true, ``held`` elsewhere."""
+    return RSSMState(*(th.where(due, x, old) for x, old in zip(new, held, strict=True)))
+
+
+class ClockworkRSSM(TransitionModel):
+    """The clockwork RSSM of Rose's fork (``model_size: [100, 100], state_size: [15, 15], cw_tau: [1, 4]``;
+    ``training/define_model.py`` and ``control/planning.py``): a list of cells, fastest first, cell ``i``
+    stepping once every ``periods[i]`` agent steps; the cells' states are concatenated on the feature axis
+    (fastest first) for the heads, the KL and the planner.
+
+    - Learning (:meth:`observe`): cell ``i`` reads only every ``tau_i``-th embedding and action of the
+      sequence, from index 0 (strided, not aggregated: at index ``m * tau_i`` it reads ``e_{m tau_i}`` and
+      ``a_{m tau_i - 1}``, the action just before); its priors and posteriors are repeated ``tau_i`` times
+      along time and cut to the sequence length, as in the fork.
+    - Acting and planning (:meth:`obs_step`, :meth:`img_step`, :meth:`imagine` with ``time``): the same
+      clock. Cell ``i`` steps at the times that are multiples of ``tau_i`` (counted from the episode start
+      when acting, from the sequence start when learning), reading the action just before, and holds its
+      state in between; so a planned rollout moves each cell over its strided horizon, and latent
+      overshooting over ``D`` steps moves cell ``i`` about ``D / tau_i`` of its own steps (the fork:
+      ``ceil((D + 1) / tau_i)`` strided steps). The fork's planner fed a slow cell the *first* action of
+      each block of ``tau_i`` and its acting filter stepped every cell at every frame, neither of which its
+      training shows the cell; here one clock serves learning, filtering and planning.
+
+    :param cells: the cells, fastest first (any :class:`~sb3_mb.planet.rssm.TransitionModel` without a
+        clock, with the same action and embedding sizes).
+    :param periods: ``tau_i`` per cell, positive integers, ``periods[0] == 1``, non-decreasing.
+    :raises ValueError: for periods that do not fit this (the message says which rule).
+    """
+
+    def __init__(self, cells: Sequence[TransitionModel], periods: Sequence[int]):
+        super().__init__()
+        periods = tuple(int(tau) for tau in periods)
+        if len(periods) != len(cells) or len(cells) < 2:
+            raise ValueError(f"a clockwork RSSM needs one period per cell and 2 or more cells, got {periods}")
+        if periods[0] != 1 or any(tau < 1 for tau in periods) or list(periods) != sorted(periods):
+            raise ValueError(
+                f"cw_tau must be positive, non-decreasing and start at 1 (the first cell runs every step), "
+                f"got {periods}"
+            )
+        self.cells, self.periods = nn.ModuleList(cells), periods
+        self.action_dim, self.embedding_dim = cells[0].action_dim, cells[0].embedding_dim
+        self.belief_sizes = tuple(cell.belief_size for cell in cells)
+        self.state_sizes = tuple(cell.state_size for cell in cells)
+        self.belief_size, self.state_size = sum(self.belief_sizes), sum(self.state_sizes)
+        self.mean_only = cells[0].mean_only
+
+    def split(self, state: RSSMState) -> list[RSSMState]:
+        """The cells' parts of a whole state, fastest first."""
+        return split_state(state, self.belief_sizes, self.state_sizes)
+
+    @staticmethod
+    def _due(time: th.Tensor | None, period: int, like: th.Tensor) -> th.Tensor:
+        """``(batch, 1)``: whether a cell of this period steps at ``time`` (every row when None)."""
+        if time is None:
+            return th.ones(like.shape[0], 1, dtype=th.bool, device=like.device)
+        return (time % period == 0)[:, None]
+
+    def img_step(
+        self,
+        prev: RSSMState,
+        action: th.Tensor,
+        generator: th.Generator | None = None,
+        sample: bool = True,
+        time: th.Tensor | None = None,
+    ) -> RSSMState:
+        """Every cell's prior step where ``time`` is a multiple of its period, its held state elsewhere (see
+        :meth:`TransitionModel.img_step`)."""
+        parts = []
+        for cell, period, held in zip(self.cells, self.periods, self.split(prev), strict=True):
+            new = cell.img_step(held, action, generator, sample)
+            parts.append(_hold(self._due(time, period, action), new, held))
+        return cat_states(parts)
+
+    def obs_step(
+        self,
+        prev: RSSMState,
+        action: th.Tensor,
+        embedding: th.Tensor,
+        generator: th.Generator | None = None,
+        sample: bool = True,
+        time: th.Tensor | None = None,
+    ) -> tuple[RSSMState, RSSMState]:
+        """Every cell's filtering step where ``time`` is a multiple of its period, its held state (as prior
+        and posterior) elsewhere (see :meth:`TransitionModel.obs_step`)."""
+        priors, posteriors = [], []
+        for cell, period, held in zip(self.cells, self.periods, self.split(prev), strict=True):
+            prior, posterior = cell.obs_step(held, action, embedding, generator, sample)
+            due = self._due(time, period, action)
+            priors.append(_hold(due, prior, held))
+            posteriors.append(_hold(due, posterior, held))
+        return cat_states(priors), cat_states(posteriors)
+
+    def observe(
+        self,
+        embeddings: th.Tensor,
+        actions: th.Tensor,
+        is_first: th.Tensor | None = None,
+        generator: th.Generator | None = None,
+    ) -> tuple[RSSMState, RSSMState]:
+        """Each cell observes its strided sequence (every ``tau_i``-th index from 0); its states are repeated
+        ``tau_i`` times along time, cut to ``seq_len`` and concatenated (see
+        :meth:`TransitionModel.observe` for the shapes). A cell resets at its index ``m tau_i`` when
+        ``is_first`` is true anywhere in ``((m - 1) tau_i, m tau_i]``; the clock counts from the sequence
+        start (the replay buffer's windows start episodes at index 0 only)."""
+        seq_len = embeddings.shape[1]
+        priors, posteriors = [], []
+        for cell, period in zip(self.cells, self.periods, strict=True):
+            first = None
+            if is_first is not None:
+                count = is_first.long().cumsum(dim=1)[:, ::period]
+                first = th.cat([count[:, :1] > 0, count[:, 1:] > count[:, :-1]], dim=1)
+            prior, posterior = cell.observe(embeddings[:, ::period], actions[:, ::period], first, generator)
+            priors.append(RSSMState(*(x.repeat_interleave(period, dim=1)[:, :seq_len] for x in prior)))
+            posteriors.append(
+                RSSMState(*(x.repeat_interleave(period, dim=1)[:, :seq_len] for x in posterior))
+            )
+        return cat_states(priors), cat_states(posteriors)
+
+
 def make_transition_model(
     transition_model: str,
     action_dim: int,
     embedding_dim: int,
-    belief_size: int,
-    state_size: int,
+    belief_size: int | Sequence[int],
+    state_size: int | Sequence[int],
     hidden_size: int,
     min_std: float,
     activation_fn: type[nn.Module] = nn.ReLU,
@@ -206,24 +340,44 @@ def make_transition_model(
     mean_only: bool = False,
     ma_ppn: float = 0.25,
     ma_alpha: float = 0.25,
+    cw_tau: int | Sequence[int] = 1,
 ) -> TransitionModel:
-    """The transition model named ``transition_model`` (one of :data:`TRANSITION_MODELS`) with these sizes.
+    """The transition model named ``transition_model`` (one of :data:`TRANSITION_MODELS`) with these sizes;
+    with several periods ``cw_tau``, a :class:`ClockworkRSSM` of such cells.
 
     ``belief_size`` is ignored by ``"ssm"`` (no deterministic state); ``future_rnn`` likewise; ``ma_ppn`` and
-    ``ma_alpha`` are read by ``"rssm_ma"`` only.
+    ``ma_alpha`` are read by ``"rssm_ma"`` only. ``belief_size`` and ``state_size`` may be one size per
+    clockwork cell (fastest first) or one size for every cell.
 
-    :raises ValueError: for an unknown name (the message lists the choices), or the errors of the model.
+    :raises ValueError: for an unknown name (the message lists the choices), sizes that are not one per cell,
+        or the errors of the models.
     """
-    if transition_model == "rssm":
+    if transition_model not in TRANSITION_MODELS:
+        raise ValueError(
+            f"PlaNet: unknown transition_model {transition_model!r}; the choices are 'rssm' (the paper's "
+            "RSSM; with mean_only=True the deterministic RNN ablation), 'ssm' (the purely stochastic "
+            "ablation) and 'rssm_ma' (the moving-average RSSM of Rose's fork)"
+        )
+    periods = (cw_tau,) if isinstance(cw_tau, int) else tuple(cw_tau)
+    sizes = {}
+    for name, size in (("belief_size", belief_size), ("state_size", state_size)):
+        sizes[name] = (size,) * len(periods) if isinstance(size, int) else tuple(size)
+        if len(sizes[name]) != len(periods):
+            raise ValueError(
+                f"{name}={size} needs one size per clockwork period cw_tau={cw_tau} (or one int)"
+            )
+
+    def cell(belief: int, state: int) -> TransitionModel:
+        if transition_model == "ssm":
+            return SSM(action_dim, embedding_dim, state, hidden_size, min_std, activation_fn, mean_only)
         args = (hidden_size, min_std, activation_fn, future_rnn, mean_only)
-        return RSSM(action_dim, embedding_dim, belief_size, state_size, *args)
-    if transition_model == "ssm":
-        return SSM(action_dim, embedding_dim, state_size, hidden_size, min_std, activation_fn, mean_only)
-    if transition_model == "rssm_ma":
-        args = (hidden_size, min_std, activation_fn, future_rnn, mean_only, ma_ppn, ma_alpha)
-        return MovingAverageRSSM(action_dim, embedding_dim, belief_size, state_size, *args)
-    raise ValueError(
-        f"PlaNet: unknown transition_model {transition_model!r}; the choices are 'rssm' (the paper's RSSM; "
-        "with mean_only=True the deterministic RNN ablation), 'ssm' (the purely stochastic ablation) and "
-        "'rssm_ma' (the moving-average RSSM of Rose's fork)"
-    )
+        if transition_model == "rssm_ma":
+            return MovingAverageRSSM(action_dim, embedding_dim, belief, state, *args, ma_ppn, ma_alpha)
+        return RSSM(action_dim, embedding_dim, belief, state, *args)
+
+    cells = [cell(b, s) for b, s in zip(sizes["belief_size"], sizes["state_size"], strict=True)]
+    if len(cells) == 1:
+        if periods != (1,):
+            raise ValueError(f"cw_tau must start at 1 (the first cell runs every step), got {cw_tau}")
+        return cells[0]
+    return ClockworkRSSM(cells, periods)

@@ -1,5 +1,5 @@
 """PlaNet's transition-model variants (issue 14): the paper's ablations (purely stochastic SSM, purely
-deterministic RNN), the tiny encoder / decoder and the moving-average RSSM of Rose's fork.
+deterministic RNN), the tiny encoder / decoder, the moving-average and the clockwork RSSM of Rose's fork.
 
 Each variant trains, plans, saves and loads through ``learn`` / ``predict`` / ``save`` / ``load`` at tiny
 sizes, and its defining rule is pinned by a test that fails when the rule is broken.
@@ -19,7 +19,7 @@ from sb3_mb.common.conv import ConvDecoder, ConvEncoder
 from sb3_mb.common.distributions import gaussian_kl
 from sb3_mb.planet.networks import DUMBNET_UNITS, DumbConvDecoder, DumbConvEncoder
 from sb3_mb.planet.rssm import RSSMState
-from sb3_mb.planet.transition import SSM, MovingAverageRSSM
+from sb3_mb.planet.transition import SSM, ClockworkRSSM, MovingAverageRSSM, make_transition_model
 from sb3_mb.registry import ALGOS
 
 TINY = ALGOS["planet"].test_kwargs
@@ -29,7 +29,10 @@ VARIANTS = {
     "rnn": dict(mean_only=True),
     "rssm_ma": dict(transition_model="rssm_ma"),
     "dumbnet": dict(dumbnet=True),
+    "clockwork": dict(belief_size=(8, 8), state_size=(4, 4), cw_tau=(1, 3)),
 }
+# The learning rule's options that go with a variant.
+VARIANT_KWARGS = {"clockwork": dict(cell_as_prior=0.1, overshooting_distance=4)}
 
 
 def _planet(env=None, policy_kwargs=None, **kwargs) -> PlaNet:
@@ -51,7 +54,7 @@ def _deterministic_actions(model: PlaNet, n_steps: int = 6) -> np.ndarray:
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_variant_trains_plans_saves_and_loads(variant, tmp_path):
-    model = _planet(policy_kwargs=VARIANTS[variant])
+    model = _planet(policy_kwargs=VARIANTS[variant], **VARIANT_KWARGS.get(variant, {}))
     model.learn(60)  # one seed episode, updates, then planned steps and more updates
     assert model._n_updates >= 4
     samples = model.replay_buffer.sample_sequences(4, 8)
@@ -62,6 +65,8 @@ def test_variant_trains_plans_saves_and_loads(variant, tmp_path):
     loaded = PlaNet.load(tmp_path / "planet.zip")
     for name, value in VARIANTS[variant].items():
         assert getattr(loaded.policy, name) == value
+    for name, value in VARIANT_KWARGS.get(variant, {}).items():
+        assert getattr(loaded, name) == value
     assert type(loaded.policy.rssm) is type(model.policy.rssm)
     for key, value in model.policy.state_dict().items():
         th.testing.assert_close(loaded.policy.state_dict()[key], value, rtol=0, atol=0)
@@ -228,3 +233,144 @@ def test_dumbnet_is_the_forks_tiny_encoder_and_decoder():
     assert isinstance(pixels.policy.encoder, DumbConvEncoder) and isinstance(
         pixels.policy.decoder, DumbConvDecoder
     )
+
+
+# ------------------------------------------------------------------------------------------------------
+# Clockwork RSSM
+# ------------------------------------------------------------------------------------------------------
+def _clockwork(periods=(1, 3), state_sizes=(3, 3)) -> ClockworkRSSM:
+    """Deterministic cells (``mean_only``), so that different draws cannot hide a broken clock."""
+    th.manual_seed(0)
+    sizes = dict(belief_size=(5,) * len(periods), state_size=state_sizes)
+    return make_transition_model(
+        "rssm", 2, 4, hidden_size=6, min_std=0.1, mean_only=True, cw_tau=periods, **sizes
+    )
+
+
+def test_clockwork_cells_see_every_tau_th_frame_and_action_and_repeat_their_states():
+    """Fork: cell i reads ``[:, ::tau_i]`` of the embeddings and of the (previous) actions; its states are
+    repeated ``tau_i`` times along time, cut to the sequence length, and concatenated fastest first."""
+    model = _clockwork()
+    embeddings, actions = th.randn(2, 8, 4), th.randn(2, 8, 2)
+    priors, posteriors = model.observe(embeddings, actions)
+    fast, slow = model.split(posteriors)
+    fast_prior, slow_prior = model.split(priors)
+    _, expected_fast = model.cells[0].observe(embeddings, actions)
+    expected_slow_prior, expected_slow = model.cells[1].observe(embeddings[:, ::3], actions[:, ::3])
+    blocks = th.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    for name in RSSMState._fields:
+        th.testing.assert_close(getattr(fast, name), getattr(expected_fast, name))
+        th.testing.assert_close(getattr(slow, name), getattr(expected_slow, name)[:, blocks])
+        th.testing.assert_close(getattr(slow_prior, name), getattr(expected_slow_prior, name)[:, blocks])
+    assert model.features(posteriors).shape == (2, 8, 2 * (5 + 3))
+
+
+def test_clockwork_acting_and_planning_follow_the_learning_clock():
+    """One clock: filtering step by step with the episode's time gives ``observe``'s posteriors, and a planned
+    rollout from time ``k`` steps the slow cell at the multiples of ``tau`` only, with the action just before
+    (its strided horizon), holding its state in between."""
+    model = _clockwork()
+    embeddings, actions = th.randn(2, 8, 4), th.randn(2, 8, 2)
+    _, posteriors = model.observe(embeddings, actions)
+    state = model.initial_state(2)
+    for t in range(8):
+        _, state = model.obs_step(state, actions[:, t], embeddings[:, t], time=th.full((2,), t))
+        for name in RSSMState._fields:
+            th.testing.assert_close(getattr(state, name), getattr(posteriors, name)[:, t])
+
+    horizon, plan = 7, th.randn(3, 7, 2)
+    start = _random_state(3, 10, 6)
+    times = th.tensor([0, 1, 5])  # phases 0, 1, 2 of the slow cell
+    rollout = model.imagine(start, plan, time=times)
+    fast, slow = model.split(rollout)
+    expected_fast = model.cells[0].imagine(model.split(start)[0], plan)
+    th.testing.assert_close(fast.belief, expected_fast.belief)
+    for row, k in enumerate(times.tolist()):
+        held = RSSMState(*(x[row : row + 1] for x in model.split(start)[1]))
+        for h in range(horizon):
+            if (k + 1 + h) % 3 == 0:  # the slow cell steps into time k + 1 + h with the action a_{k+h}
+                held = model.cells[1].img_step(held, plan[row : row + 1, h])
+            th.testing.assert_close(slow.belief[row, h], held.belief[0], msg=f"row {row} step {h}")
+            th.testing.assert_close(slow.sample[row, h], held.sample[0])
+
+
+def test_clockwork_planner_and_filter_run_on_the_episode_step():
+    """``predict`` carries the episode's step (0 after ``episode_start``) and hands it to the filter and to
+    the CEM's objective, whose rollouts of every candidate follow the clock from that step."""
+    model = _planet(policy_kwargs=dict(VARIANTS["clockwork"], mean_only=True))
+    policy, rssm = model.policy, model.policy.rssm
+    obs = np.full((2, 2), 0.5, np.float32)
+    _, first = model.predict(obs, episode_start=np.ones(2, dtype=bool))
+    _, state = model.predict(obs, state=first, episode_start=np.array([False, True]))
+    np.testing.assert_array_equal(state.episode_step, [[2.0], [1.0]])
+    slow = slice(8, 16)  # the slow cell's belief: env 0 at time 1 holds it, env 1 (reset, time 0) steps
+    np.testing.assert_array_equal(state.belief[0, slow], first.belief[0, slow])
+    assert not np.allclose(state.belief[0, :8], first.belief[0, :8])
+    np.testing.assert_allclose(state.belief[1], first.belief[1])  # the same first step from zeros
+    start = _random_state(2, rssm.belief_size, rssm.state_size)
+    actions = th.rand(2, 5, policy.planning_horizon, 2) * 2 - 1  # (n_envs, n_candidates, horizon, action_dim)
+    time = th.tensor([1, 2])
+    with th.no_grad():
+        returns = policy.planning_objective(start, None, time)(actions)
+        for env in range(2):
+            first = RSSMState(*(x[env : env + 1].expand(5, -1) for x in start))
+            rollout = rssm.imagine(first, actions[env], time=time[env : env + 1].expand(5))
+            th.testing.assert_close(returns[env], policy.reward(rssm.features(rollout)).sum(dim=1))
+        other = policy.planning_objective(start, None, th.tensor([0, 0]))(actions)
+    assert not th.allclose(returns, other)  # the phase matters
+
+
+def test_clockwork_overshooting_follows_the_clock():
+    """Latent overshooting with a clockwork RSSM: the open-loop prior ``d`` steps ahead of index ``t`` is the
+    clocked rollout from the posterior at ``t`` (each cell over its own strided steps)."""
+    model = _planet(policy_kwargs=dict(VARIANTS["clockwork"], mean_only=True), overshooting_distance=3)
+    model.free_nats = 0.0
+    policy, rssm = model.policy, model.policy.rssm
+    g = th.Generator().manual_seed(0)
+    observations, actions = th.randn(2, 7, 2, generator=g), th.rand(2, 7, 2, generator=g) * 2 - 1
+    rewards = th.randn(2, 7, generator=g)
+    with th.no_grad():
+        _, posteriors = rssm.observe(policy.encoder(observations), actions)
+        kl, _ = model._overshooting(posteriors, actions, rewards, 3)
+        kls = []
+        for d in (2, 3):
+            for t in range(7 - d):
+                start = RSSMState(*(x[:, t] for x in posteriors))
+                prior = rssm.imagine(start, actions[:, t + 1 : t + 1 + d], time=th.full((2,), t))
+                target = RSSMState(*(x[:, t + d] for x in posteriors))
+                kls.append(gaussian_kl(target.mean, target.std, prior.mean[:, -1], prior.std[:, -1]))
+    th.testing.assert_close(kl, th.cat(kls).mean())
+
+
+def test_cell_as_prior_adds_the_kl_between_adjacent_cells_posteriors():
+    """Fork, ``cell_as_prior: x``: ``x * sum_i KL(post_fast_{i-1} || post_slow_i)``, averaged over steps."""
+    policy_kwargs = dict(belief_size=(8, 8, 8), state_size=(4, 4, 4), cw_tau=(1, 2, 4))
+    model = _planet(policy_kwargs=policy_kwargs, cell_as_prior=0.5)
+    policy, rssm = model.policy, model.policy.rssm
+    model.learn(30)
+    samples = model.replay_buffer.sample_sequences(4, 8)
+    th.manual_seed(3)
+    embeddings = policy.encoder(policy.preprocess(samples.observations))
+    _, posteriors = rssm.observe(embeddings, policy.model_actions(samples.actions), samples.is_first)
+    cells = rssm.split(posteriors)
+    expected = sum(
+        gaussian_kl(cells[i - 1].mean, cells[i - 1].std, cells[i].mean, cells[i].std) for i in (1, 2)
+    )
+    th.manual_seed(3)
+    losses = model._compute_losses(samples)
+    th.testing.assert_close(losses["cell_as_prior_kl"], expected.mean())
+    rest = losses["observation_nll"] + 10.0 * losses["reward_nll"] + losses["kl_loss"]
+    th.testing.assert_close(losses["loss"], rest + 0.5 * losses["cell_as_prior_kl"])
+
+
+def test_clockwork_and_cell_as_prior_errors():
+    with pytest.raises(ValueError, match=r"cw_tau must be positive, non-decreasing and start at 1"):
+        _planet(policy_kwargs=dict(belief_size=(8, 8), state_size=(4, 4), cw_tau=(2, 4)))
+    with pytest.raises(ValueError, match=r"cw_tau must be positive, non-decreasing"):
+        _planet(policy_kwargs=dict(belief_size=8, state_size=4, cw_tau=(1, 4, 2)))
+    with pytest.raises(ValueError, match=r"state_size=\(4, 4\) needs one size per clockwork period"):
+        _planet(policy_kwargs=dict(state_size=(4, 4), cw_tau=(1, 2, 4)))
+    with pytest.raises(ValueError, match=r"cell_as_prior=0.1 needs a clockwork RSSM.*state sizes \(4, 2\)"):
+        _planet(policy_kwargs=dict(state_size=(4, 2), cw_tau=(1, 2)), cell_as_prior=0.1)
+    with pytest.raises(ValueError, match=r"got RSSM with state sizes \(4,\)"):
+        _planet(cell_as_prior=0.1)
