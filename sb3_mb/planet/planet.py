@@ -12,6 +12,7 @@ algorithm box as :class:`PlaNet` runs it (the paper's symbols in brackets)::
                  + kl_scale * max(free_nats, KL(posterior || prior))                     (Sec. 3, Eq. 3)
                  [+ global_kl_scale * KL(posterior || N(0, I))]                          (arXiv v1)
                  [+ cell_as_prior * sum_i KL(posterior_{i-1} || posterior_i)]    (clockwork, Rose's fork)
+                 [+ time-agnostic prediction losses of the tap cell]             (tap_cell, Rose's fork)
                  [+ latent overshooting]                                                  (Sec. 4, Eq. 7)
         collect one step of every env: filter o_t into (h_t, s_t), plan with the CEM on the prior,
             add exploration noise, step
@@ -45,7 +46,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_mb.common.base_class import WorldModelAlgorithm
 from sb3_mb.common.buffers import EpisodeReplayBuffer, SequenceSamples
 from sb3_mb.common.conv import postprocess_observation
-from sb3_mb.common.distributions import gaussian_kl, standard_normal_kl
+from sb3_mb.common.distributions import gaussian_kl, gaussian_nll, standard_normal_kl
 from sb3_mb.common.utils import resolve_policy_and_env
 from sb3_mb.planet.policies import (
     CnnPolicy,
@@ -266,13 +267,14 @@ class PlaNet(WorldModelAlgorithm):
         :return: ``loss`` and its terms: ``observation_nll`` (nats per step, summed over the observation's
             dims), ``reward_nll``, ``kl`` (nats per step, before free nats), ``kl_loss`` (after), and with
             their options ``global_kl``, ``cell_as_prior_kl``, ``overshooting_kl``,
-            ``overshooting_reward_nll``.
+            ``overshooting_reward_nll``, and those of :meth:`_tap_losses`.
         """
         policy = self.policy
         observations = policy.preprocess(samples.observations, noise=True)
         actions = policy.model_actions(samples.actions)
         is_first = samples.is_first.bool()
-        priors, posteriors = policy.rssm.observe(policy.encoder(observations), actions, is_first)
+        embeddings = policy.encoder(observations)
+        priors, posteriors = policy.rssm.observe(embeddings, actions, is_first)
         features = policy.rssm.features(posteriors)
 
         observation_nll = policy.observation_nll(features, observations).mean()
@@ -300,6 +302,11 @@ class PlaNet(WorldModelAlgorithm):
             cell_kl = th.stack(kls).sum(dim=0).mean()
             loss = loss + self.cell_as_prior * cell_kl
             losses["cell_as_prior_kl"] = cell_kl
+        if policy.tap is not None:
+            tap = self._tap_losses(embeddings, actions, is_first, observations, samples.rewards)
+            loss = loss + tap["tap_observation_nll"] + self.reward_loss_scale * tap["tap_reward_nll"]
+            loss = loss + self.kl_scale * tap["tap_kl_loss"]
+            losses.update(tap)
         distance = min(self.overshooting_distance, samples.rewards.shape[1] - 1)
         if distance >= 2:
             overshooting_kl, overshooting_reward = self._overshooting(
@@ -311,6 +318,62 @@ class PlaNet(WorldModelAlgorithm):
             losses["overshooting_reward_nll"] = overshooting_reward
         losses["loss"] = loss
         return losses
+
+    def _tap_losses(
+        self,
+        embeddings: th.Tensor,
+        actions: th.Tensor,
+        is_first: th.Tensor,
+        observations: th.Tensor,
+        rewards: th.Tensor,
+    ) -> dict[str, th.Tensor]:
+        """Time-agnostic prediction (Rose's fork, ``tap_cell``; after Jayaraman et al. 2019, "Time-Agnostic
+        Prediction", arXiv:1808.07784): the tap cell's posterior features at ``j`` are decoded against every
+        *later* target ``i > j`` and only the best match counts, ``min_{i > j} NLL(target_i | features_j)``,
+        for the observation and the reward heads separately, averaged over the ``j`` that have a later
+        target. Weighted as the main terms (observation 1, reward ``reward_loss_scale``), as in the fork.
+
+        The two QUIRKs of the fork (spec 3.2), fixed:
+
+        - its loss decoded the *main* model's posterior features, so the tap cell, which the planner unrolls,
+          was never trained; here the features are the tap cell's own (it observes the same embeddings), and
+          its prior, which the planner rolls out, learns from the tap cell's own ``KL(posterior || prior)``
+          with free nats (weight ``kl_scale``; the fork had none, "we will never be open-loop unrolling this
+          thing"). The agent also carries the tap cell's filtered state from step to step (the fork's never
+          stored it);
+        - its min ran over masked entries set to 0, and every ``j`` has such entries (``i <= j``) while every
+          unit-variance NLL is above 0, so the min was 0 and the loss trained nothing; here masked entries
+          are ``+inf`` before the min, and the last index (no later target) is left out.
+
+        :param embeddings: ``(batch, seq_len, embedding_dim)``. :param actions: ``(batch, seq_len,
+            action_dim)``. :param is_first: ``(batch, seq_len)``. :param observations: preprocessed
+            ``(batch, seq_len, *obs_shape)``. :param rewards: ``(batch, seq_len)``.
+        :return: ``tap_observation_nll``, ``tap_reward_nll`` (the min-over-later-targets NLLs), ``tap_kl``
+            and ``tap_kl_loss`` (the tap cell's KL before and after free nats).
+        """
+        policy = self.policy
+        priors, posteriors = policy.tap.observe(embeddings, actions, is_first)
+        features = policy.tap.features(posteriors)
+        seq_len = rewards.shape[1]
+        ones = th.ones(seq_len, seq_len, dtype=th.bool, device=rewards.device)
+        later = ones.triu(diagonal=1)  # [j, i]: target i later than features j
+        targets = policy.reward_target(rewards)
+        reward_nll = gaussian_nll(targets[:, None, :], policy.reward_model(features)[..., 0][:, :, None])
+        terms = {}
+        for name, nll, valid in (
+            ("tap_observation_nll", policy.pairwise_observation_nll(features, observations), later[None]),
+            (
+                "tap_reward_nll",
+                reward_nll,
+                later[None] & ~is_first[:, None, :],
+            ),  # no reward at an episode start
+        ):
+            best = th.where(valid, nll, th.full_like(nll, float("inf"))).min(dim=2).values  # (batch, seq_len)
+            has_later = valid.any(dim=2).expand_as(best)
+            terms[name] = best[has_later].sum() / has_later.sum().clamp(min=1)
+        kl = gaussian_kl(posteriors.mean, posteriors.std, priors.mean, priors.std)
+        terms["tap_kl"], terms["tap_kl_loss"] = kl.mean(), th.clamp(kl, min=self.free_nats).mean()
+        return terms
 
     def _overshooting(
         self, posteriors: RSSMState, actions: th.Tensor, rewards: th.Tensor, distance: int

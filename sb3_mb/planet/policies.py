@@ -45,13 +45,13 @@ from torch.nn import functional as F
 
 from sb3_mb.common.checks import describe_non_finite
 from sb3_mb.common.conv import IMAGE_SIZE, ConvDecoder, ConvEncoder, preprocess_observation
-from sb3_mb.common.distributions import gaussian_nll
+from sb3_mb.common.distributions import LOG_2PI, gaussian_kl, gaussian_nll
 from sb3_mb.common.planners import CategoricalCEM, GaussianCEM, PlanResult
 from sb3_mb.common.states import StateSpec
 from sb3_mb.common.symlog import SCALE_QUANTILE as REWARD_SCALE_QUANTILE
 from sb3_mb.common.symlog import reward_scale, symexp, symlog
 from sb3_mb.planet.networks import DumbConvDecoder, DumbConvEncoder, dumb_mlp_decoder, dumb_mlp_encoder
-from sb3_mb.planet.rssm import RSSMState
+from sb3_mb.planet.rssm import RSSMState, TransitionModel
 from sb3_mb.planet.transition import make_transition_model
 
 
@@ -73,6 +73,8 @@ class PlaNetState(NamedTuple):
     :ivar episode_step: observations filtered since the episode start, ``(n_envs, 1)`` (0 after a reset): the
         time of the clockwork RSSM's clock (:class:`~sb3_mb.planet.transition.ClockworkRSSM`), carried for
         every model.
+    :ivar tap_belief, tap_mean, tap_std, tap_sample: the time-agnostic (``tap_cell``) model's posterior, as
+        the four fields above; 0 wide without a tap cell.
     """
 
     belief: np.ndarray
@@ -82,6 +84,10 @@ class PlaNetState(NamedTuple):
     prev_action: np.ndarray
     plan: np.ndarray
     episode_step: np.ndarray
+    tap_belief: np.ndarray
+    tap_mean: np.ndarray
+    tap_std: np.ndarray
+    tap_sample: np.ndarray
 
 
 def check_action_space(action_space: spaces.Space) -> None:
@@ -161,6 +167,12 @@ class PlaNetPolicy(BasePolicy):
     :param cw_tau: the clockwork RSSM of Rose's fork (:class:`~sb3_mb.planet.transition.ClockworkRSSM`):
         the period of each cell, fastest first, starting at 1 (fork: ``(1, 4)`` with ``belief_size=(100,
         100)``, ``state_size=(15, 15)``); cells of the kind ``transition_model``. 1: one cell, no clock.
+    :param tap_cell: time-agnostic prediction (TAP) of Rose's fork (``tap_cell: rssm``): a second transition
+        model of this kind (one of ``transition_model``'s names), with the whole model's sizes (so the heads
+        read its features), learnt by the TAP loss (:meth:`~sb3_mb.planet.planet.PlaNet._tap_losses`) and
+        rolled out beside the main model in planning, where it costs :meth:`tap_penalty`. None: off.
+    :param tap_penalty_scale: the penalty's scale in predicted-reward standard deviations (fork:
+        ``tap_rwd_scale`` 1).
     :param dumbnet: the tiny encoder / decoder of Rose's fork for ablations
         (:mod:`sb3_mb.planet.networks`); ``cnn_depth`` and ``mlp_hidden_sizes`` are then unused. The reward
         head keeps ``reward_hidden_sizes`` (the fork's dumbnet heads are 2 x 10).
@@ -215,6 +227,8 @@ class PlaNetPolicy(BasePolicy):
         ma_ppn: float = 0.25,
         ma_alpha: float = 0.25,
         cw_tau: int | tuple[int, ...] = 1,
+        tap_cell: str | None = None,
+        tap_penalty_scale: float = 1.0,
         dumbnet: bool = False,
         use_conv: bool = False,
         cnn_depth: int = 32,
@@ -256,6 +270,7 @@ class PlaNetPolicy(BasePolicy):
         self.normalize_rewards = normalize_rewards
         self.transition_model, self.mean_only = transition_model, mean_only
         self.ma_ppn, self.ma_alpha, self.cw_tau, self.dumbnet = ma_ppn, ma_alpha, cw_tau, dumbnet
+        self.tap_cell, self.tap_penalty_scale = tap_cell, tap_penalty_scale
         self.mlp_hidden_sizes, self.reward_hidden_sizes = tuple(mlp_hidden_sizes), tuple(reward_hidden_sizes)
         self.planning_horizon, self.n_candidates = planning_horizon, n_candidates
         self.n_elites, self.n_iterations = n_elites, n_iterations
@@ -294,6 +309,18 @@ class PlaNetPolicy(BasePolicy):
             ma_alpha,
             cw_tau,
         )
+        self.tap: TransitionModel | None = None
+        if tap_cell is not None:
+            sizes = [x if isinstance(x, int) else sum(x) for x in (belief_size, state_size)]
+            args = (hidden_size, min_std, activation_fn, future_rnn, mean_only, ma_ppn, ma_alpha)
+            self.tap = make_transition_model(tap_cell, self.action_dim, embedding_dim, *sizes, *args)
+            if (self.tap.feature_dim, self.tap.state_size) != (self.rssm.feature_dim, self.rssm.state_size):
+                raise ValueError(
+                    f"tap_cell={tap_cell!r} has {self.tap.feature_dim} features and a state of "
+                    f"{self.tap.state_size}, the main model {self.rssm.feature_dim} and "
+                    f"{self.rssm.state_size}; they must match (the heads decode both, the penalty compares "
+                    "their states)"
+                )
         feature_dim = self.rssm.feature_dim
         if use_conv and dumbnet:
             self.decoder: nn.Module = DumbConvDecoder(feature_dim, channels, activation_fn)
@@ -323,6 +350,10 @@ class PlaNetPolicy(BasePolicy):
                 "prev_action": (self.action_dim,),
                 "plan": (planning_horizon, self.action_dim),
                 "episode_step": (1,),
+                "tap_belief": (0 if self.tap is None else self.tap.belief_size,),
+                "tap_mean": (0 if self.tap is None else self.tap.state_size,),
+                "tap_std": (0 if self.tap is None else self.tap.state_size,),
+                "tap_sample": (0 if self.tap is None else self.tap.state_size,),
             },
             owner="PlaNet",
         )
@@ -420,17 +451,55 @@ class PlaNetPolicy(BasePolicy):
         nll = gaussian_nll(target, self.decoder(features))
         return nll.sum(dim=tuple(range(features.dim() - 1, nll.dim())))
 
+    def pairwise_observation_nll(self, features: th.Tensor, targets: th.Tensor) -> th.Tensor:
+        """:meth:`observation_nll` of every target of a sequence under the decoder's mean from every feature
+        of it, without decoding pairs: ``0.5 ||x_i - mu_j||^2 + 0.5 D log(2 pi)``.
+
+        :param features: ``(batch, seq_len, feature_dim)``.
+        :param targets: preprocessed observations ``(batch, seq_len, *obs_shape)``.
+        :return: ``(batch, seq_len, seq_len)``, ``[b, j, i]`` the NLL of target ``i`` from features ``j``.
+        """
+        means, x = self.decoder(features).flatten(2), targets.flatten(2)
+        squared = (
+            (means**2).sum(-1)[:, :, None] + (x**2).sum(-1)[:, None, :] - 2.0 * means @ x.transpose(1, 2)
+        )
+        return 0.5 * squared.clamp(min=0.0) + 0.5 * LOG_2PI * x.shape[-1]
+
+    def tap_penalty(self, priors: RSSMState, tap_priors: RSSMState, rewards: th.Tensor) -> th.Tensor:
+        """The planning penalty of time-agnostic prediction (Rose's fork, ``control/planning.py``): per step
+        ``(sigmoid(KL) - 0.5) * 2 * tap_penalty_scale * std(rewards)``, with ``KL = KL(main || tap)`` averaged
+        over the state's dims: between 0 (the tap cell agrees) and ``tap_penalty_scale`` reward stds.
+
+        The fork computed the KL with guards against TensorFlow's floating-point errors (``epsilon`` 0.1 in
+        the log and the denominator); both stds are at least ``min_std`` here, so this is the exact KL. The
+        fork took the std over the rewards of every env at once; here it is each env's own.
+
+        :param priors: the main model's rollout, fields ``(n_envs, n_candidates, horizon, ...)``.
+        :param tap_priors: the tap cell's rollout under the same actions, likewise.
+        :param rewards: the predicted rewards ``(n_envs, n_candidates, horizon)``.
+        :return: ``(n_envs, n_candidates, horizon)``, to subtract from the rewards.
+        """
+        kl = gaussian_kl(priors.mean, priors.std, tap_priors.mean, tap_priors.std) / priors.mean.shape[-1]
+        reward_std = rewards.std(dim=(1, 2), unbiased=False, keepdim=True)
+        return (th.sigmoid(kl) - 0.5) * 2.0 * self.tap_penalty_scale * reward_std
+
     # ----------------------------------------------------------------------------------------------
     # Planning and acting
     # ----------------------------------------------------------------------------------------------
     def planning_objective(
-        self, start: RSSMState, generator: th.Generator | None, time: th.Tensor | None = None
+        self,
+        start: RSSMState,
+        generator: th.Generator | None,
+        time: th.Tensor | None = None,
+        tap_start: RSSMState | None = None,
     ) -> Callable[[th.Tensor], th.Tensor]:
-        """The CEM's objective from the state at ``t``: the discounted predicted rewards of a prior rollout.
+        """The CEM's objective from the state at ``t``: the discounted predicted rewards of a prior rollout
+        (less the :meth:`tap_penalty` of a rollout of the tap cell from ``tap_start``, with ``tap_cell``).
 
         :param start: the filtered state, fields ``(n_envs, ...)``.
         :param generator: ``torch.Generator`` for the prior samples.
         :param time: ``t`` per env, ``(n_envs,)`` int64, for a clocked model (None: 0).
+        :param tap_start: the tap cell's filtered state, fields ``(n_envs, ...)``; needed with ``tap_cell``.
         :return: a function from ``(n_envs, n_candidates, planning_horizon, action_dim)`` action sequences to
             ``(n_envs, n_candidates)`` returns; all candidates are one batch of ``n_envs * n_candidates`` rows
             rolled out by the transition model's :meth:`~sb3_mb.planet.rssm.TransitionModel.imagine`.
@@ -440,13 +509,22 @@ class PlaNetPolicy(BasePolicy):
 
         def objective(actions: th.Tensor) -> th.Tensor:
             n_envs, n_candidates = actions.shape[:2]
-            rows = n_envs * n_candidates
-            first = start.map(lambda x: x[:, None].expand(n_envs, n_candidates, -1).reshape(rows, -1))
+            rows, sample = n_envs * n_candidates, not self.plan_on_prior_mean
+
+            def rows_of(state: RSSMState) -> RSSMState:  # every env's state once per candidate
+                return state.map(lambda x: x[:, None].expand(n_envs, n_candidates, -1).reshape(rows, -1))
+
+            def by_env(state: RSSMState) -> RSSMState:
+                return state.map(lambda x: x.reshape(n_envs, n_candidates, horizon, -1))
+
             times = None if time is None else time.repeat_interleave(n_candidates)
             actions = actions.reshape(rows, horizon, -1)
-            priors = self.rssm.imagine(first, actions, generator, not self.plan_on_prior_mean, time=times)
-            rewards = self.reward(self.rssm.features(priors))  # (rows, horizon)
-            return (rewards * weights).sum(dim=1).reshape(n_envs, n_candidates)
+            priors = by_env(self.rssm.imagine(rows_of(start), actions, generator, sample, time=times))
+            rewards = self.reward(self.rssm.features(priors))  # (n_envs, n_candidates, horizon)
+            if self.tap is not None:
+                tap_priors = by_env(self.tap.imagine(rows_of(tap_start), actions, generator, sample))
+                rewards = rewards - self.tap_penalty(priors, tap_priors, rewards)
+            return (rewards * weights).sum(dim=2)
 
         return objective
 
@@ -456,15 +534,17 @@ class PlaNetPolicy(BasePolicy):
         initial_plan: th.Tensor,
         generator: th.Generator | None,
         time: th.Tensor | None = None,
+        tap_start: RSSMState | None = None,
     ) -> PlanResult:
         """CEM in latent space from the filtered states of ``n_envs`` envs, all candidates in one batch.
 
         :param start: fields ``(n_envs, ...)``. :param time: their times ``(n_envs,)`` (clockwork; None: 0).
+        :param tap_start: the tap cell's filtered state (``tap_cell``), fields ``(n_envs, ...)``.
         :param initial_plan: ``(n_envs, planning_horizon, action_dim)`` mean (Box) or logits (Discrete).
         :param generator: ``torch.Generator`` for the candidates and the prior samples.
         :return: the planner's :class:`~sb3_mb.common.planners.PlanResult`.
         """
-        objective = self.planning_objective(start, generator, time)
+        objective = self.planning_objective(start, generator, time, tap_start)
         return self.planner.plan(objective, initial_plan, generator=generator, device=start.belief.device)
 
     @th.no_grad()
@@ -491,7 +571,7 @@ class PlaNetPolicy(BasePolicy):
         """
         n_envs, device = observation.shape[0], self.device
         state = self.state_spec.prepare(state, episode_start, n_envs)
-        belief, mean, std, sample, prev_action, plan, episode_step = (
+        belief, mean, std, sample, prev_action, plan, episode_step, *tap_prev = (
             th.as_tensor(part, dtype=th.float32, device=device) for part in state
         )
         time = episode_step[:, 0].round().long()
@@ -501,7 +581,15 @@ class PlaNetPolicy(BasePolicy):
         initial_plan = plan if self.warm_start else th.zeros_like(plan)
         # The filter carries the posterior sample either way; the plan may start from the mean.
         start = posterior._replace(sample=posterior.mean) if self.plan_on_prior_mean else posterior
-        result = self.plan(start, initial_plan, generator, time)
+        tap_posterior = tap_start = RSSMState(*tap_prev)
+        if self.tap is not None:
+            _, tap_posterior = self.tap.obs_step(tap_posterior, prev_action, embedding, generator)
+            tap_start = (
+                tap_posterior._replace(sample=tap_posterior.mean)
+                if self.plan_on_prior_mean
+                else tap_posterior
+            )
+        result = self.plan(start, initial_plan, generator, time, tap_start)
 
         if self.discrete:
             index = result.action_index
@@ -520,7 +608,7 @@ class PlaNetPolicy(BasePolicy):
             action = self.unscale_action(model_action.cpu().numpy()).reshape((n_envs, *space.shape))
             action = np.clip(action, space.low, space.high).astype(space.dtype)
 
-        parts = (*posterior, model_action, result.warm_start, episode_step + 1)
+        parts = (*posterior, model_action, result.warm_start, episode_step + 1, *tap_posterior)
         new_state = PlaNetState(*(x.cpu().numpy() for x in parts))
         return action, new_state, result
 
@@ -590,6 +678,10 @@ class PlaNetPolicy(BasePolicy):
             state.posterior_sample,
             state.prev_action,
             state.episode_step,
+            state.tap_belief,
+            state.tap_mean,
+            state.tap_std,
+            state.tap_sample,
             *((state.plan,) if self.warm_start else ()),
         )
         generator = self.make_generator(seed_inputs if deterministic else None)

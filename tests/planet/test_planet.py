@@ -176,7 +176,7 @@ def test_wrong_state_or_episode_start_is_a_clear_error():
     two_envs = PlaNetState(*(part[:2] for part in state))
     with pytest.raises(ValueError, match=r"PlaNet's state field 'belief' must have shape \(3, 8\)"):
         model.predict(obs, state=two_envs)
-    with pytest.raises(ValueError, match="PlaNet's state has the 7 fields"):
+    with pytest.raises(ValueError, match="PlaNet's state has the 11 fields"):
         model.predict(obs, state=tuple(state)[:3])
     with pytest.raises(ValueError, match=r"episode_start has 2 entries, expected one per env \(3\)"):
         model.predict(obs, state=state, episode_start=np.ones(2, dtype=bool))

@@ -1,5 +1,6 @@
 """PlaNet's transition-model variants (issue 14): the paper's ablations (purely stochastic SSM, purely
-deterministic RNN), the tiny encoder / decoder, the moving-average and the clockwork RSSM of Rose's fork.
+deterministic RNN), the tiny encoder / decoder, the moving-average and the clockwork RSSM and the
+time-agnostic prediction (TAP) of Rose's fork.
 
 Each variant trains, plans, saves and loads through ``learn`` / ``predict`` / ``save`` / ``load`` at tiny
 sizes, and its defining rule is pinned by a test that fails when the rule is broken.
@@ -30,6 +31,7 @@ VARIANTS = {
     "rssm_ma": dict(transition_model="rssm_ma"),
     "dumbnet": dict(dumbnet=True),
     "clockwork": dict(belief_size=(8, 8), state_size=(4, 4), cw_tau=(1, 3)),
+    "tap": dict(tap_cell="rssm"),
 }
 # The learning rule's options that go with a variant.
 VARIANT_KWARGS = {"clockwork": dict(cell_as_prior=0.1, overshooting_distance=4)}
@@ -374,3 +376,128 @@ def test_clockwork_and_cell_as_prior_errors():
         _planet(policy_kwargs=dict(state_size=(4, 2), cw_tau=(1, 2)), cell_as_prior=0.1)
     with pytest.raises(ValueError, match=r"got RSSM with state sizes \(4,\)"):
         _planet(cell_as_prior=0.1)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Time-agnostic prediction
+# ------------------------------------------------------------------------------------------------------
+def _tap_inputs(model: PlaNet, seq_len: int = 6):
+    """A window that starts an episode at index 0, its embeddings and model actions."""
+    policy = model.policy
+    g = th.Generator().manual_seed(0)
+    observations = th.randn(3, seq_len, 2, generator=g)
+    actions = th.rand(3, seq_len, 2, generator=g) * 2 - 1
+    rewards = th.randn(3, seq_len, generator=g)
+    is_first = th.zeros(3, seq_len, dtype=th.bool)
+    is_first[:, 0] = True
+    is_first[1, 3] = True  # a reward the min must skip
+    return policy.encoder(observations), policy.model_actions(actions), is_first, observations, rewards
+
+
+def test_tap_loss_is_the_min_over_later_targets():
+    """Fork's TAP loss, its QUIRK fixed: for every ``j`` with a later target, ``min_{i > j}`` of the NLL of
+    target ``i`` decoded from the tap cell's features at ``j`` (observation and reward heads separately),
+    masked entries never the min, averaged over those ``j``."""
+    model = _planet(policy_kwargs=dict(tap_cell="rssm"))
+    policy = model.policy
+    embeddings, actions, is_first, observations, rewards = _tap_inputs(model)
+    th.manual_seed(1)
+    _, posteriors = policy.tap.observe(embeddings, actions, is_first)
+    features = policy.tap.features(posteriors)
+    with th.no_grad():  # the masked reward (1, 3) as predicted from (1, 2): the min if it were counted
+        rewards[1, 3] = policy.reward(features[1, 2])
+    th.manual_seed(1)
+    losses = model._tap_losses(embeddings, actions, is_first, observations, rewards)
+    observation_mins, reward_mins = [], []
+    with th.no_grad():
+        for b in range(3):
+            for j in range(5):
+                later = range(j + 1, 6)
+                nlls = [policy.observation_nll(features[b, j], observations[b, i]) for i in later]
+                observation_mins.append(min(nlls))
+                rewards_nlls = [
+                    policy.reward_nll(features[b, j], rewards[b, i]) for i in later if not is_first[b, i]
+                ]
+                if rewards_nlls:
+                    reward_mins.append(min(rewards_nlls))
+    th.testing.assert_close(losses["tap_observation_nll"].detach(), th.stack(observation_mins).mean())
+    th.testing.assert_close(losses["tap_reward_nll"].detach(), th.stack(reward_mins).mean())
+    assert losses["tap_observation_nll"] > 0 and losses["tap_reward_nll"] > 0  # the fork's min was 0
+
+
+def test_tap_cell_is_trained():
+    """QUIRK fixed: the TAP loss trains the tap cell (its posterior, through its features), and the tap
+    cell's own KL trains its prior, which the planner rolls out; the losses enter PlaNet's loss."""
+    model = _planet(policy_kwargs=dict(tap_cell="rssm"), free_nats=0.0)
+    tap = model.policy.tap
+    embeddings, actions, is_first, observations, rewards = _tap_inputs(model)
+    losses = model._tap_losses(embeddings, actions, is_first, observations, rewards)
+    min_loss = losses["tap_observation_nll"] + losses["tap_reward_nll"]
+    grads = th.autograd.grad(min_loss, [tap.fc_posterior.weight, tap.rnn.weight_hh], retain_graph=True)
+    assert all(g.abs().sum() > 0 for g in grads)
+    prior_grad = th.autograd.grad(losses["tap_kl_loss"], tap.fc_prior.weight)[0]
+    assert prior_grad.abs().sum() > 0
+    model.learn(30)
+    samples = model.replay_buffer.sample_sequences(4, 8)
+    th.manual_seed(2)
+    all_losses = model._compute_losses(samples)
+    main = all_losses["observation_nll"] + 10.0 * all_losses["reward_nll"] + all_losses["kl_loss"]
+    tap_terms = (
+        all_losses["tap_observation_nll"] + 10.0 * all_losses["tap_reward_nll"] + all_losses["tap_kl_loss"]
+    )
+    th.testing.assert_close(all_losses["loss"], main + tap_terms)
+
+
+def test_tap_planning_penalty():
+    """Fork, ``control/planning.py``: reward ``-= (sigmoid(KL(main || tap)) - 0.5) * 2 * scale * std(r)``
+    per step, the KL averaged over the state dims and the std over the env's predicted rewards; no penalty
+    when the tap cell agrees with the main model."""
+    model = _planet(policy_kwargs=dict(tap_cell="rssm", tap_penalty_scale=2.0, plan_on_prior_mean=True))
+    policy, rssm, tap = model.policy, model.policy.rssm, model.policy.tap
+    horizon = policy.planning_horizon
+    start, tap_start = _random_state(2, 16, 4, seed=1), _random_state(2, 16, 4, seed=2)
+    actions = th.rand(2, 5, horizon, 2) * 2 - 1
+    with th.no_grad():
+        returns = policy.planning_objective(start, None, tap_start=tap_start)(actions)
+        for env in range(2):
+            first, tap_first = (
+                RSSMState(*(x[env : env + 1].expand(5, -1) for x in s)) for s in (start, tap_start)
+            )
+            priors = rssm.imagine(first, actions[env], sample=False)
+            tap_priors = tap.imagine(tap_first, actions[env], sample=False)
+            rewards = policy.reward(rssm.features(priors))  # (5, horizon)
+            kl = gaussian_kl(priors.mean, priors.std, tap_priors.mean, tap_priors.std) / 4
+            penalty = (th.sigmoid(kl) - 0.5) * 2 * 2.0 * rewards.std(unbiased=False)
+            assert (penalty > 0).all()
+            th.testing.assert_close(returns[env], (rewards - penalty).sum(dim=1))
+        tap.load_state_dict(rssm.state_dict())
+        agreeing = policy.planning_objective(start, None, tap_start=start)(actions)
+        policy.tap = None
+        th.testing.assert_close(agreeing, policy.planning_objective(start, None)(actions))
+
+
+def test_tap_errors():
+    with pytest.raises(ValueError, match=r"unknown transition_model 'lstm'"):
+        _planet(policy_kwargs=dict(tap_cell="lstm"))
+    with pytest.raises(
+        ValueError, match=r"tap_cell='rssm' has 20 features.*main model 4 and 4; they must match"
+    ):
+        _planet(policy_kwargs=dict(transition_model="ssm", tap_cell="rssm"))
+
+
+def test_tap_state_is_filtered_and_carried_like_the_main_state():
+    """The agent filters the tap cell step by step and carries its state (the fork's agent never stored it):
+    after two steps it is ``observe``'s posterior of the two observations."""
+    model = _planet(policy_kwargs=dict(tap_cell="rssm", mean_only=True))
+    policy = model.policy
+    observations = np.array([[[0.5, -0.2]], [[0.1, 0.3]]], np.float32)  # (time, n_envs, 2)
+    _, first = model.predict(observations[0], episode_start=np.ones(1, dtype=bool))
+    _, second = model.predict(observations[1], state=first)
+    with th.no_grad():
+        embeddings = policy.encoder(th.as_tensor(observations).transpose(0, 1))
+        actions = th.cat([th.zeros(1, 1, 2), th.as_tensor(first.prev_action)[:, None]], dim=1)
+        _, posteriors = policy.tap.observe(embeddings, actions)
+    for name in ("belief", "mean", "std", "sample"):
+        np.testing.assert_allclose(
+            getattr(second, f"tap_{name}")[0], getattr(posteriors, name)[0, 1], rtol=1e-5
+        )
