@@ -501,3 +501,32 @@ def test_tap_state_is_filtered_and_carried_like_the_main_state():
         np.testing.assert_allclose(
             getattr(second, f"tap_{name}")[0], getattr(posteriors, name)[0, 1], rtol=1e-5
         )
+
+
+def test_variants_on_pixels_train_plan_log_the_open_loop_video_and_load(tmp_path):
+    """CnnPolicy with the tiny conv pair, a clockwork of moving-average cells, cell_as_prior and a tap cell at
+    once: one random episode of 64x64 cartpole, updates with the video, planning, save and load."""
+    env = make_vec_env("sb3_mb/CartpoleSwingupPixels-v0", n_envs=1, seed=0)
+    policy_kwargs = dict(
+        TINY["policy_kwargs"],
+        dumbnet=True,
+        transition_model="rssm_ma",
+        belief_size=(8, 8),
+        state_size=(4, 4),
+        cw_tau=(1, 2),
+        tap_cell="rssm_ma",
+        reward_hidden_sizes=(8,),
+    )
+    kwargs = dict(TINY, policy_kwargs=policy_kwargs, video_interval=2, cell_as_prior=0.1)
+    model = PlaNet("CnnPolicy", env, seed=0, **kwargs)
+    model.learn(130)  # 125 random steps, 2 updates (one with the video), planned steps
+    assert model._n_updates >= 2
+    model.save(tmp_path / "planet.zip")
+    loaded = PlaNet.load(tmp_path / "planet.zip")
+    obs = env.reset()
+    for agent in (model, loaded):
+        action, state = agent.predict(obs, episode_start=np.ones(1, dtype=bool), deterministic=True)
+        assert action.shape == (1, 1) and state.belief.shape == (1, 16) and state.tap_belief.shape == (1, 16)
+    np.testing.assert_array_equal(
+        loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0]
+    )
