@@ -139,15 +139,25 @@ def test_moving_average_rssm_averages_every_field_of_the_slow_part():
     assert not th.allclose(model.split(posterior)[0].mean, slow_posterior.mean)  # the average matters
 
 
+def _observed_batch(model: PlaNet, seed: int = 3):
+    """After 30 steps of learning, a batch of windows and its priors and posteriors, drawn as the loss draws
+    them after ``th.manual_seed(seed)``."""
+    policy = model.policy
+    model.learn(30)
+    samples = model.replay_buffer.sample_sequences(4, 8)
+    th.manual_seed(seed)
+    embeddings = policy.encoder(policy.preprocess(samples.observations))
+    priors, posteriors = policy.rssm.observe(
+        embeddings, policy.model_actions(samples.actions), samples.is_first
+    )
+    return samples, priors, posteriors
+
+
 def test_moving_average_kl_is_taken_on_the_concatenation():
     """'KL is on the concatenated distribution': free nats clamp the sum of both parts' KL, not each part."""
     model = _planet(policy_kwargs=dict(transition_model="rssm_ma"))
-    policy, rssm = model.policy, model.policy.rssm
-    model.learn(30)
-    samples = model.replay_buffer.sample_sequences(4, 8)
-    th.manual_seed(3)
-    embeddings = policy.encoder(policy.preprocess(samples.observations))
-    priors, posteriors = rssm.observe(embeddings, policy.model_actions(samples.actions), samples.is_first)
+    rssm = model.policy.rssm
+    samples, priors, posteriors = _observed_batch(model)
     parts = [
         gaussian_kl(post.mean, post.std, prior.mean, prior.std)
         for post, prior in zip(rssm.split(posteriors), rssm.split(priors), strict=True)
@@ -348,13 +358,8 @@ def test_cell_as_prior_adds_the_kl_between_adjacent_cells_posteriors():
     """Fork, ``cell_as_prior: x``: ``x * sum_i KL(post_fast_{i-1} || post_slow_i)``, averaged over steps."""
     policy_kwargs = dict(belief_size=(8, 8, 8), state_size=(4, 4, 4), cw_tau=(1, 2, 4))
     model = _planet(policy_kwargs=policy_kwargs, cell_as_prior=0.5)
-    policy, rssm = model.policy, model.policy.rssm
-    model.learn(30)
-    samples = model.replay_buffer.sample_sequences(4, 8)
-    th.manual_seed(3)
-    embeddings = policy.encoder(policy.preprocess(samples.observations))
-    _, posteriors = rssm.observe(embeddings, policy.model_actions(samples.actions), samples.is_first)
-    cells = rssm.split(posteriors)
+    samples, _, posteriors = _observed_batch(model)
+    cells = model.policy.rssm.split(posteriors)
     expected = sum(
         gaussian_kl(cells[i - 1].mean, cells[i - 1].std, cells[i].mean, cells[i].std) for i in (1, 2)
     )
