@@ -11,8 +11,8 @@ algorithm box as :class:`PlaNet` runs it (the paper's symbols in brackets)::
             loss = observation NLL + reward_loss_scale * reward NLL
                  + kl_scale * max(free_nats, KL(posterior || prior))                     (Sec. 3, Eq. 3)
                  [+ global_kl_scale * KL(posterior || N(0, I))]                          (arXiv v1)
-                 [+ cell_as_prior * sum_i KL(posterior_{i-1} || posterior_i)]    (clockwork, Rose's fork)
-                 [+ time-agnostic prediction losses of the tap cell]             (tap_cell, Rose's fork)
+                 [+ cell_as_prior * sum_i KL(posterior_{i-1} || posterior_i)]            (Rose's fork)
+                 [+ min-over-later-targets NLLs of the tap cell, its KL]                 (TAP, Rose's fork)
                  [+ latent overshooting]                                                  (Sec. 4, Eq. 7)
         collect one step of every env: filter o_t into (h_t, s_t), plan with the CEM on the prior,
             add exploration noise, step
@@ -359,14 +359,11 @@ class PlaNet(WorldModelAlgorithm):
         later = ones.triu(diagonal=1)  # [j, i]: target i later than features j
         targets = policy.reward_target(rewards)
         reward_nll = gaussian_nll(targets[:, None, :], policy.reward_model(features)[..., 0][:, :, None])
+        reward_valid = later[None] & ~is_first[:, None, :]  # the record at an episode start holds no reward
         terms = {}
         for name, nll, valid in (
             ("tap_observation_nll", policy.pairwise_observation_nll(features, observations), later[None]),
-            (
-                "tap_reward_nll",
-                reward_nll,
-                later[None] & ~is_first[:, None, :],
-            ),  # no reward at an episode start
+            ("tap_reward_nll", reward_nll, reward_valid),
         ):
             best = th.where(valid, nll, th.full_like(nll, float("inf"))).min(dim=2).values  # (batch, seq_len)
             has_later = valid.any(dim=2).expand_as(best)

@@ -22,8 +22,11 @@ carry it unchanged).
 Actions inside the model: ``Box`` actions scaled to ``[-1, 1]`` (SB3's ``scale_action``; the CEM searches
 there and the env gets ``unscale_action``); ``Discrete(n)`` actions as one-hot vectors of size ``n``.
 
-Every setting of the model and the planner is an argument of :class:`PlaNetPolicy` (the algorithm's
-``policy_kwargs``) and is documented there alone.
+The transition model is the paper's RSSM unless ``transition_model``, ``mean_only``, ``cw_tau`` or
+``tap_cell`` pick the paper's ablations or the variants of Rose's fork (:mod:`sb3_mb.planet.transition`;
+``dumbnet`` the fork's tiny encoder / decoder, :mod:`sb3_mb.planet.networks`). Every setting of the model and
+the planner is an argument of :class:`PlaNetPolicy` (the algorithm's ``policy_kwargs``) and is documented
+there alone.
 """
 
 from __future__ import annotations
