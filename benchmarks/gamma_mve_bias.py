@@ -12,10 +12,12 @@ A cheap check before learning runs: how far the γ-MVE target of each setting li
    (``0.99^600 = 0.002``; no time limit, as SB3's SAC bootstraps through timeouts).
 4. For SAC's one-step target and for γ-MVE's target under each setting (``SETTINGS``): mean, bias and RMSE
    against the reference, correlation, and the mean ``cos² + sin²`` of the γ-model samples. Each target is
-   one sample per transition, as SAC trains on, averaged over ``--repeats`` draws for the RMSE of the mean.
+   one sample per transition, as SAC trains on, averaged over ``--repeats`` draws for the RMSE of the mean;
+   ``noise_std`` is the spread of the draws (the noise the critic regresses on).
 5. What the actor learns from: the same states with a second action ``a2 ~ U(-1, 1)`` (true next state and
    reward from the dynamics); ``contrast_corr`` is the correlation of a target's difference between the
-   two actions with the reference's difference.
+   two actions with the reference's difference. Both differences use common random numbers (the same seeds
+   for the two actions' rollouts, model samples and policy samples), so they show the systematic part.
 
 Usage::
 
@@ -52,6 +54,17 @@ SETTINGS: dict[str, dict] = {
         "angle_observations": ((0, 1),),
         "n_model_samples": 4,
     },
+    "next state, angles, k=8": {
+        "expand_from_next_state": True,
+        "angle_observations": ((0, 1),),
+        "n_model_samples": 8,
+    },
+    "next state, angles, H=1, k=8": {
+        "expand_from_next_state": True,
+        "angle_observations": ((0, 1),),
+        "value_expansion_horizon": 1,
+        "n_model_samples": 8,
+    },
     "next state, angles, H=1": {
         "expand_from_next_state": True,
         "angle_observations": ((0, 1),),
@@ -67,6 +80,11 @@ SETTINGS: dict[str, dict] = {
     "angles, H=2": {"angle_observations": ((0, 1),), "value_expansion_horizon": 2},
     "angles, H=5": {"angle_observations": ((0, 1),), "value_expansion_horizon": 5},
     "plain, true reward": {"true_reward": True},
+    "next state, angles, true reward": {
+        "expand_from_next_state": True,
+        "angle_observations": ((0, 1),),
+        "true_reward": True,
+    },
     "angles, true reward": {"angle_observations": ((0, 1),), "true_reward": True},
 }
 
@@ -162,6 +180,7 @@ def main() -> None:
     start = time.perf_counter()
     references = []
     for batch in (data, data2):
+        th.manual_seed(99)  # common random numbers: the two actions' rollouts share their noise
         soft_values = monte_carlo_soft_values(
             model, batch.next_observations, args.mc_rollouts, args.mc_horizon
         )
@@ -182,6 +201,7 @@ def main() -> None:
             "rmse_single": float(error.pow(2).mean().sqrt()),
             "rmse_of_mean": float((mean_target - reference).pow(2).mean().sqrt()),
             "corr": float(np.corrcoef(mean_target.numpy(), reference.numpy())[0, 1]),
+            "noise_std": float(stacked.var(0).mean().sqrt()) if len(targets) > 1 else float("nan"),
             "contrast_corr": float(np.corrcoef(mean_contrast.numpy(), contrast.numpy())[0, 1]),
             **(extra or {}),
         }
@@ -191,8 +211,13 @@ def main() -> None:
         return sac_target(model, batch.rewards[:, 0], batch.next_observations, batch.dones[:, 0], gammas)
 
     rows = {"reference": {"mean": float(reference.mean())}}
-    sac = [sac_targets(data) for _ in range(args.repeats)]
-    rows["sac"] = summary(sac, [t - sac_targets(data2) for t in sac])
+    sac, sac_contrasts = [], []
+    for repeat in range(args.repeats):
+        th.manual_seed(repeat)
+        sac.append(sac_targets(data))
+        th.manual_seed(repeat)
+        sac_contrasts.append(sac[-1] - sac_targets(data2))
+    rows["sac"] = summary(sac, sac_contrasts)
     with th.no_grad():
         q_values = [
             th.cat(model.critic(b.observations, b.actions), dim=1).min(dim=1).values for b in (data, data2)
@@ -227,9 +252,14 @@ def main() -> None:
                 model, out.rewards[:, 0], out.next_observations, batch.dones[:, 0], out.discounts[:, 0]
             )
 
-        targets = [expanded_targets(data) for _ in range(args.repeats)]
+        targets, contrasts = [], []
+        for repeat in range(args.repeats):
+            th.manual_seed(repeat)
+            targets.append(expanded_targets(data))
         seconds = (time.perf_counter() - start) / args.repeats
-        contrasts = [t - expanded_targets(data2) for t in targets]
+        for repeat in range(args.repeats):
+            th.manual_seed(repeat)
+            contrasts.append(targets[repeat] - expanded_targets(data2))
         rows[name] = summary(
             targets, contrasts, {"raw_norm2": float(np.mean(norms)), "ms_per_batch": 1e3 * seconds}
         )
@@ -240,8 +270,10 @@ def main() -> None:
     path = os.path.join(RESULTS, f"gamma_mve_bias_{ENV}.json")
     results = json.load(open(path)) if os.path.exists(path) else {"env": ENV, "runs": []}
     key = {"seed": args.seed, "train_steps": args.train_steps, "model_gamma": args.model_gamma}
+    old = [r for r in results["runs"] if r["key"] == key]
+    merged = {**(old[0]["rows"] if old else {}), **rows}  # settings measured earlier stay
     results["runs"] = [r for r in results["runs"] if r["key"] != key] + [
-        {"key": key, "n_transitions": args.n_transitions, "mc_rollouts": args.mc_rollouts, "rows": rows}
+        {"key": key, "n_transitions": args.n_transitions, "mc_rollouts": args.mc_rollouts, "rows": merged}
     ]
     os.makedirs(RESULTS, exist_ok=True)
     with open(path, "w") as f:

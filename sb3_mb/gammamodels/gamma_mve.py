@@ -40,13 +40,15 @@ spec's rule):
   reward model and the critics extrapolate. Each sample ``s^n`` is mapped back (clipped to the observation
   space's finite bounds; ``(cos, sin)`` pairs scaled to unit norm; a user's map) before it is used anywhere:
   reward, action, next composition and bootstrap.
-- ``n_model_samples``: ``k`` rollouts per row; the model rewards ``sum_n α_n ρ(s^n)`` are averaged over the
-  ``k`` rollouts and the bootstrap ``β^H (V - ρ)(s^H)`` is taken at the first rollout's ``s^H`` (both
-  unbiased; the average lowers the variance that the α_n amplify).
-- ``expansion_fraction`` / ``expansion_ramp``: a random share of each batch's rows gets the expanded target
-  and the rest SAC's one-step target, the share growing linearly over ``expansion_ramp`` model updates after
-  ``model_learning_starts``. In expectation the target is the mixture ``f · γ-MVE + (1 - f) · SAC``, a way to
-  lean on the critic while the γ-model is young (STEVE and MVE's TD-k also mix horizons).
+- ``n_model_samples``: ``k`` rollouts per row, the whole expansion ``sum_n α_n ρ(s^n) + β^H (V - ρ)(s^H)``
+  averaged over them. ``V`` is then SAC's soft value on the target critics computed here, folded into the
+  reward, and SAC gets discount 0 (its own bootstrap vanishes; ``train`` stays whole). The single-sample
+  target's noise is large because ``s^H`` is a random future state and ``V`` varies much over states; the
+  average lowers it.
+- ``expansion_weight`` / ``expansion_ramp``: the target is the blend ``λ · γ-MVE + (1 - λ) · (r + γ V(s'))``
+  of the expansion and SAC's one-step target, ``λ`` growing linearly over ``expansion_ramp`` model updates
+  after ``model_learning_starts``: a way to lean on the critic while the γ-model is young (STEVE and MVE's
+  TD-k also mix horizons). Both parts are computed here and SAC gets discount 0.
 
 Limits: the γ-model does not model terminations (rollouts never end
 inside the model; fine for Pendulum, biased for tasks with early termination).
@@ -124,18 +126,18 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
         default none). Applied after the clipping.
     :param observation_projection: a user's map ``(batch, obs_dim) -> (batch, obs_dim)`` of γ-model samples
         onto the observation set, applied last (default none). It is saved with the model (cloudpickle).
-    :param n_model_samples: ``k``, γ-model rollouts per target row (1: the single-sample estimate). Costs
-        ``k`` times the sampling.
+    :param n_model_samples: ``k``, γ-model rollouts per target row, averaged with their bootstraps (module
+        docstring; 1: the single-sample estimate, bootstrapped by SAC). Costs ``k`` times the sampling.
     :param expand_from_next_state: expand the value of the real next state ``V(s')`` instead of ``W(s, a)``
         from ``(s, a)`` (module docstring; off: the expansion starts at ``(s, a)``). The target then keeps the
         real transition's dependence on the action.
-    :param expansion_fraction: the share ``f`` of rows with the expanded target once fully ramped (1: every
-        row, the spec's rule; 0: SAC).
-    :param expansion_ramp: model updates after ``model_learning_starts`` over which the share grows linearly
-        from 0 to ``expansion_fraction`` (0: at once).
+    :param expansion_weight: ``λ``, the weight of the γ-MVE target in its blend with SAC's one-step target
+        once fully ramped (module docstring; 1: the spec's rule; 0: SAC's target).
+    :param expansion_ramp: model updates after ``model_learning_starts`` over which ``λ`` grows linearly
+        from 0 to ``expansion_weight`` (0: at once).
     :param sac_kwargs: SB3 SAC's arguments (``learning_rate``, ``buffer_size``, ``gamma``, ...).
     :raises ValueError: for an unsupported space, γ̃ outside ``[0, gamma]``, ``H < 1``, ``n_model_samples <
-        1``, ``expansion_fraction`` outside ``[0, 1]``, ``expansion_ramp < 0`` or an angle index outside the
+        1``, ``expansion_weight`` outside ``[0, 1]``, ``expansion_ramp < 0`` or an angle index outside the
         observation.
     """
 
@@ -159,7 +161,7 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
         observation_projection: Callable[[th.Tensor], th.Tensor] | None = None,
         n_model_samples: int = 1,
         expand_from_next_state: bool = False,
-        expansion_fraction: float = 1.0,
+        expansion_weight: float = 1.0,
         expansion_ramp: int = 0,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         _init_setup_model: bool = True,
@@ -178,20 +180,20 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
         angle_observations = tuple((int(i), int(j)) for i, j in angle_observations)
         if (
             n_model_samples < 1
-            or not 0.0 <= expansion_fraction <= 1.0
+            or not 0.0 <= expansion_weight <= 1.0
             or expansion_ramp < 0
             or any(i == j or min(i, j) < 0 for i, j in angle_observations)
             or (obs_dim is not None and any(max(i, j) >= obs_dim for i, j in angle_observations))
         ):
             raise ValueError(
-                "need n_model_samples >= 1, 0 <= expansion_fraction <= 1, expansion_ramp >= 0 and angle "
+                "need n_model_samples >= 1, 0 <= expansion_weight <= 1, expansion_ramp >= 0 and angle "
                 f"observation pairs of distinct indices below {obs_dim}; got {n_model_samples}, "
-                f"{expansion_fraction}, {expansion_ramp}, {angle_observations}"
+                f"{expansion_weight}, {expansion_ramp}, {angle_observations}"
             )
         self.clip_observations, self.angle_observations = clip_observations, angle_observations
         self.observation_projection, self.n_model_samples = observation_projection, n_model_samples
         self.expand_from_next_state = expand_from_next_state
-        self.expansion_fraction, self.expansion_ramp = expansion_fraction, expansion_ramp
+        self.expansion_weight, self.expansion_ramp = expansion_weight, expansion_ramp
         self.model_gamma, self.value_expansion_horizon = model_gamma, value_expansion_horizon
         self.model_learning_starts, self.model_gradient_steps = model_learning_starts, model_gradient_steps
         self.model_batch_size = model_batch_size
@@ -248,14 +250,14 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
     def _expanding(self) -> bool:
         return self._n_model_updates >= self.model_learning_starts
 
-    def current_expansion_fraction(self) -> float:
-        """The share of rows with the expanded target once the expansion is on (after
-        ``model_learning_starts`` model updates): growing linearly from 0 over ``expansion_ramp`` model
-        updates to ``expansion_fraction``."""
+    def current_expansion_weight(self) -> float:
+        """``λ``, the weight of the expanded target once the expansion is on (after ``model_learning_starts``
+        model updates): growing linearly from 0 over ``expansion_ramp`` model updates to
+        ``expansion_weight``."""
         if self.expansion_ramp == 0:
-            return self.expansion_fraction
+            return self.expansion_weight
         done = (self._n_model_updates - self.model_learning_starts) / self.expansion_ramp
-        return self.expansion_fraction * min(1.0, max(0.0, done))
+        return self.expansion_weight * min(1.0, max(0.0, done))
 
     def project_observations(self, obs: th.Tensor) -> th.Tensor:
         """γ-model samples ``(batch, obs_dim)`` mapped onto the observation set: clipped to the observation
@@ -322,10 +324,18 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
         return self.predicted_rewards(obs, actions) - ent_coef * log_prob.reshape(-1)
 
     @th.no_grad()
+    def _soft_value(self, obs: th.Tensor, ent_coef: th.Tensor) -> th.Tensor:
+        """SAC's soft value on the target critics, ``min_i Q'_i(x, a) - α log π(a | x)``, one ``a ~ π(x)``:
+        ``obs (B, d)`` → ``(B,)``."""
+        actions, log_prob = self.actor.action_log_prob(obs)
+        q_values = th.cat(self.critic_target(obs, actions), dim=1).min(dim=1).values
+        return q_values - ent_coef * log_prob.reshape(-1)
+
+    @th.no_grad()
     def _expansion(self, data: ReplayBufferSamples) -> ReplayBufferSamples:
         """The batch with the γ-MVE target's ``(rewards, next_observations, discounts)`` (module docstring):
-        ``k = n_model_samples`` rollouts per row, samples mapped by :meth:`project_observations`; rows outside
-        the expanded share (:meth:`current_expansion_fraction`) keep the real transition and SAC's ``γ``."""
+        ``k = n_model_samples`` rollouts per row, samples mapped by :meth:`project_observations`, blended with
+        SAC's one-step target by :meth:`current_expansion_weight`."""
         horizon, k = self.value_expansion_horizon, self.n_model_samples
         alphas, bootstrap = gamma_mve_weights(self.gamma, self.model_gamma, horizon)
         ent_coef = (
@@ -346,18 +356,20 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
             rho = self._soft_reward(state, ent_coef)
             model_rewards = model_rewards + self.gamma * float(alphas[n]) * rho
             actions, _ = self.actor.action_log_prob(state)
-        # Model rewards averaged over the k rollouts; the bootstrap (V - ρ)(s^H) at the first rollout's s^H.
-        expanded = scale * (first + model_rewards.view(k, batch).mean(0) - bootstrap * rho[:batch])
+        weight = self.current_expansion_weight()
+        if k == 1 and weight == 1.0:  # SAC bootstraps at s^H
+            expanded = scale * (first + model_rewards - bootstrap * rho)
+            discounts = th.full_like(data.rewards, scale * bootstrap)
+        else:  # the bootstraps (averaged over the k rollouts) here, SAC's own one switched off
+            tail = model_rewards + bootstrap * (self._soft_value(state, ent_coef) - rho)
+            expanded = scale * (first + tail.view(k, batch).mean(0))
+            if weight < 1.0:  # blend with SAC's one-step target r + γ V(s')
+                one_step = self.gamma * self._soft_value(data.next_observations.float(), ent_coef)
+                expanded = weight * expanded + (1.0 - weight) * one_step
+            discounts = th.zeros_like(data.rewards)
         not_done = 1.0 - data.dones
         rewards = data.rewards + not_done * expanded[:, None].to(data.rewards.dtype)
         next_obs = state[:batch].to(data.next_observations.dtype)
-        discounts = th.full_like(data.rewards, scale * bootstrap)
-        fraction = self.current_expansion_fraction()
-        if fraction < 1.0:
-            keep = (th.rand(batch, 1, device=rewards.device) >= fraction).to(rewards.dtype)
-            rewards = keep * data.rewards + (1 - keep) * rewards
-            next_obs = keep * data.next_observations + (1 - keep) * next_obs
-            discounts = keep * self.gamma + (1 - keep) * discounts
         return ReplayBufferSamples(
             observations=data.observations,
             actions=data.actions,
@@ -378,7 +390,7 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
             self.logger.record(f"model/{key}", value)
         self.logger.record("model/expanding", float(self._expanding()))
         self.logger.record(
-            "model/expansion_fraction", self.current_expansion_fraction() if self._expanding() else 0.0
+            "model/expansion_weight", self.current_expansion_weight() if self._expanding() else 0.0
         )
 
     def learn(

@@ -155,23 +155,24 @@ def test_observation_projection_is_applied_to_every_sample():
     th.testing.assert_close(out.next_observations, 2.0 * (s1 + 1.0))
 
 
-def test_n_model_samples_averages_model_rewards_and_bootstraps_at_the_first_rollout():
+def test_n_model_samples_averages_the_expansion_with_its_bootstraps():
     """``k`` rollouts, rollout ``j`` moving the state by ``j + 1`` (rows ``j B .. (j + 1) B - 1`` of the
-    repeated batch): with H = 1, ``r + γ α_1 mean_j ρ(s_j) - β ρ(s_0)``, next state ``s_0``."""
+    repeated batch), soft value ``V(x) = 10 x[0]``: with H = 1, ``r + mean_j (γ α_1 ρ(s_j) + β (V - ρ)(s_j))``
+    and discount 0 (SAC's own bootstrap off)."""
     data, k, model_gamma = _batch(), 4, 0.5
     batch = data.observations.shape[0]
     model = _shifting(
         _plain(model_gamma=model_gamma, n_model_samples=k),
         lambda s: (th.arange(s.shape[0]) // batch + 1.0)[:, None],
     )
+    model._soft_value = lambda obs, ent_coef: 10.0 * obs[:, 0]
     out = model._expansion(data)
     beta = (GAMMA - model_gamma) / (1 - model_gamma)
     x = data.observations[:, 0]
-    mean_rho = x + (1 + k) / 2  # mean of x + j over j = 1..k
-    expected = data.rewards[:, 0] + GAMMA * mean_rho / (1 - model_gamma) - beta * (x + 1.0)
+    mean_state = x + (1 + k) / 2  # mean of x + j over j = 1..k (every term is linear in x[0])
+    expected = data.rewards[:, 0] + GAMMA * mean_state / (1 - model_gamma) + beta * 9.0 * mean_state
     th.testing.assert_close(out.rewards[:, 0], expected)
-    th.testing.assert_close(out.next_observations, data.observations + 1.0)
-    th.testing.assert_close(out.discounts, th.full((2, 1), beta))
+    th.testing.assert_close(out.discounts, th.zeros(2, 1))
 
 
 def test_expand_from_next_state_expands_the_value_of_the_real_next_state():
@@ -191,35 +192,35 @@ def test_expand_from_next_state_expands_the_value_of_the_real_next_state():
     th.testing.assert_close(out.discounts, th.full((2, 1), GAMMA * beta**2))
 
 
-def test_expansion_fraction_mixes_expanded_and_real_rows():
-    model = _shifting(_plain(model_gamma=0.0, expansion_fraction=0.0), lambda s: 1.0)
-    model.model_learning_starts = 0
+def test_expansion_weight_blends_with_sacs_one_step_target():
+    """``λ · γ-MVE + (1 - λ) (r + γ V(s'))``, discount 0; ``V(x) = 10 x[0]``, a one-step model moving by 1,
+    H = 1: the γ-MVE target is ``r + γ ρ(s^1) + γ² (V - ρ)(s^1)`` with ``ρ(x) = x[0]``."""
     data = _batch()
-    out = model._expansion(data)
-    th.testing.assert_close(out.rewards, data.rewards)
-    th.testing.assert_close(out.next_observations, data.next_observations)
-    th.testing.assert_close(out.discounts, th.full((2, 1), GAMMA))
-    model.expansion_fraction = 0.5
-    big = ReplayBufferSamples(*(t.repeat(500, 1) for t in data[:5]))
-    out = model._expansion(big)
-    expanded = (out.next_observations != big.next_observations).any(dim=1)
-    th.testing.assert_close(out.next_observations[expanded], big.observations[expanded] + 1.0)
-    th.testing.assert_close(out.next_observations[~expanded], big.next_observations[~expanded])
-    assert 0.4 < expanded.float().mean() < 0.6
+    for weight in (0.0, 0.25, 1.0):
+        model = _shifting(_plain(model_gamma=0.0, expansion_weight=weight, n_model_samples=2), lambda s: 1.0)
+        model._soft_value = lambda obs, ent_coef: 10.0 * obs[:, 0]
+        model.model_learning_starts = 0
+        out = model._expansion(data)
+        s1 = data.observations[:, 0] + 1.0
+        expanded = GAMMA * s1 + GAMMA * 9.0 * s1
+        one_step = GAMMA * 10.0 * data.next_observations[:, 0]
+        expected = data.rewards[:, 0] + weight * expanded + (1 - weight) * one_step
+        th.testing.assert_close(out.rewards[:, 0], expected)
+        th.testing.assert_close(out.discounts, th.zeros(2, 1))
 
 
 def test_expansion_ramp_grows_the_share_linearly():
-    model = _plain(model_gamma=0.5, expansion_fraction=0.8, expansion_ramp=100)
+    model = _plain(model_gamma=0.5, expansion_weight=0.8, expansion_ramp=100)
     model.model_learning_starts = 50
     for updates, share in ((0, 0.0), (49, 0.0), (50, 0.0), (100, 0.4), (150, 0.8), (1000, 0.8)):
         model._n_model_updates = updates
-        assert model.current_expansion_fraction() == pytest.approx(share)
+        assert model.current_expansion_weight() == pytest.approx(share)
 
 
 def test_bad_options_are_clear_errors():
     for kwargs in (
         dict(n_model_samples=0),
-        dict(expansion_fraction=1.5),
+        dict(expansion_weight=1.5),
         dict(expansion_ramp=-1),
         dict(angle_observations=[(0, 3)]),
         dict(angle_observations=[(1, 1)]),
