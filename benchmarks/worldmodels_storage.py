@@ -9,7 +9,7 @@ steps/s) is measured against the raw env's rate, random actions, in the same pro
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/worldmodels_storage.py --rollouts 20 100
 
-Writes ``benchmarks/results/worldmodels_storage.json``.
+Writes ``benchmarks/results/worldmodels_storage.json`` (``--output`` for another file).
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--buffer-size", type=int, default=1_001_000, help="records (1000 paper episodes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store-dir", default=None, help="where the stores go (default: the temp folder)")
+    parser.add_argument("--output", default=str(RESULTS / "worldmodels_storage.json"))
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -113,7 +114,7 @@ def main() -> None:
         row = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
         print(json.dumps(row))
         rows.append(row)
-    RESULTS.mkdir(exist_ok=True)
+    Path(args.output).parent.mkdir(exist_ok=True, parents=True)
     result = {
         "env": args.env,
         "episode_steps": args.episode_steps,
@@ -122,7 +123,7 @@ def main() -> None:
         "command": "python benchmarks/worldmodels_storage.py " + " ".join(sys.argv[1:]),
         "runs": rows,
     }
-    (RESULTS / "worldmodels_storage.json").write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

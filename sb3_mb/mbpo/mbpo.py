@@ -30,6 +30,7 @@ from stable_baselines3.sac import SAC
 
 from sb3_mb.common.base_class import SafeAlgorithmMixin
 from sb3_mb.common.checks import check_finite_gradients, check_finite_parameters
+from sb3_mb.common.dynamics import RewardModel
 from sb3_mb.common.ensemble import EnsembleTrainer, EnsembleTrainResult
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
@@ -142,6 +143,7 @@ class MBPO(SafeAlgorithmMixin, SAC):
     policy: MBPOPolicy
     replay_buffer: MBPOReplayBuffer
     dynamics_trainer: EnsembleTrainer
+    reward_model: RewardModel | None
     model_env: ModelEnv
 
     def __init__(
@@ -331,19 +333,42 @@ class MBPO(SafeAlgorithmMixin, SAC):
             owner="MBPO dynamics ensemble",
         )
         self.model_optimizer = self.dynamics_trainer.optimizer
-        self.model_env = ModelEnv(self.dynamics, self.termination_fn, generator=self._rollout_rng)
+        self.reward_trainer: EnsembleTrainer | None = None
+        reward_fn = None
+        if self.reward_model is not None:
+            # The separate reward model trains like the transition model; value-aware losses concern states.
+            self.reward_trainer = EnsembleTrainer(
+                self.reward_model,
+                learning_rate=self.model_learning_rate,
+                batch_size=self.model_batch_size,
+                holdout_ratio=self.model_holdout_ratio,
+                max_holdout=self.model_max_holdout,
+                max_epochs=self.model_max_epochs,
+                patience=self.model_patience,
+                loss="nll" if self.model_loss == "nll" else "mse",
+                weight_decay=self.model_weight_decay,
+                owner="MBPO reward model",
+            )
+            self.reward_optimizer = self.reward_trainer.optimizer
+            reward_fn = self.reward_model.predict
+        self.model_env = ModelEnv(
+            self.dynamics, self.termination_fn, reward_fn=reward_fn, generator=self._rollout_rng
+        )
         self._watch_sac_gradients()
 
     def _create_aliases(self) -> None:
         super()._create_aliases()
         self.dynamics = self.policy.dynamics
+        self.reward_model = self.policy.reward_model
 
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(),
             "dynamics",
+            "reward_model",
             "model_env",
             "dynamics_trainer",
+            "reward_trainer",
             "_model_loss_fn",
             "_model_rng",
             "_rollout_rng",
@@ -353,7 +378,8 @@ class MBPO(SafeAlgorithmMixin, SAC):
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, torch_variables = super()._get_torch_save_params()
-        return [*state_dicts, "model_optimizer"], torch_variables
+        extra = ["model_optimizer"] + (["reward_optimizer"] if self.policy.reward_model is not None else [])
+        return [*state_dicts, *extra], torch_variables
 
     # ------------------------------------------------------------------------------------ schedules
     @property
@@ -383,8 +409,9 @@ class MBPO(SafeAlgorithmMixin, SAC):
         """
         obs, actions, next_obs, rewards = self.replay_buffer.real_transitions()
         self._update_reward_scale()
-        if self.dynamics.symlog_reward:
-            self.dynamics.reward_scale.fill_(self._reward_scale or 1.0)
+        for model in (self.dynamics, self.reward_model):
+            if model is not None and model.symlog_reward:
+                model.reward_scale.fill_(self._reward_scale or 1.0)
         inputs, targets = self.dynamics.inputs(obs, actions), self.dynamics.targets(obs, next_obs, rewards)
         indices = th.arange(obs.shape[0], device=self.device)
         loss_fn = self._model_loss_fn
@@ -404,6 +431,17 @@ class MBPO(SafeAlgorithmMixin, SAC):
         finally:
             for p in frozen:
                 p.requires_grad_(True)
+        if self.reward_model is not None and self.reward_trainer is not None:
+            reward_result = self.reward_trainer.train(
+                self.reward_model.inputs(obs, actions, next_obs),
+                self.reward_model.targets(rewards),
+                indices,
+                generator=self._model_rng,
+            )
+            self.logger.record(
+                "model/reward_holdout_loss", float(np.mean(reward_result.best_holdout[reward_result.elites]))
+            )
+            self.logger.record("model/reward_n_epochs", reward_result.n_epochs)
         self._last_model_train = self.num_timesteps
         self._model_train_count += 1
 

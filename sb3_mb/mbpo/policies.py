@@ -18,10 +18,20 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor, SACPolicy
 from torch import nn
 
-from sb3_mb.common.dynamics import DynamicsModel
+from sb3_mb.common.dynamics import DynamicsModel, RewardModel
 from sb3_mb.common.symlog import symlog
 
-__all__ = ["MBPOActor", "MBPOPolicy", "MlpPolicy", "SymlogFlattenExtractor", "mean_action_values"]
+__all__ = [
+    "MODEL_REWARDS",
+    "MBPOActor",
+    "MBPOPolicy",
+    "MlpPolicy",
+    "SymlogFlattenExtractor",
+    "mean_action_values",
+]
+
+#: ``MBPOPolicy(model_reward=...)``: the ensemble's reward column, or a separate ``r(s, a, s')`` model.
+MODEL_REWARDS = ("joint", "separate")
 
 
 class SymlogFlattenExtractor(FlattenExtractor):
@@ -93,9 +103,16 @@ class MBPOPolicy(SACPolicy):
         ``reward_scale``, 1 without), rollouts decode it (:class:`~sb3_mb.common.dynamics.DynamicsModel`);
         off as in MBPO. Turn it on when the rewards span orders of magnitude (module docstring of
         :mod:`sb3_mb.common.dynamics`).
-    :param symlog_observations: actor and critics read ``symlog(s)`` (:class:`SymlogFlattenExtractor` as the
-        ``features_extractor_class``); the model reads raw states. Off (MBPO's networks read raw states).
-    :raises ValueError: for bad sizes (:class:`~sb3_mb.common.ensemble.EnsembleMLP`) or bounds.
+    :param model_reward: where rollout rewards come from: ``"joint"``, the ensemble's last column on
+        ``[s, a]`` (MBPO), or ``"separate"``, a :class:`~sb3_mb.common.dynamics.RewardModel` ``r(s, a, s')``
+        (:attr:`reward_model`, STEVE's design) beside a transition-only :attr:`dynamics`, with the same
+        sizes, head, target normalisation and symlog reward; it reads ``symlog([s, a, s'])`` when
+        ``symlog_observations`` is on.
+    :param symlog_observations: actor and critics (and a separate reward model) read ``symlog(s)``
+        (:class:`SymlogFlattenExtractor` as the ``features_extractor_class``); the transition model reads raw
+        states. Off (MBPO's networks read raw states).
+    :raises ValueError: for bad sizes (:class:`~sb3_mb.common.ensemble.EnsembleMLP`) or bounds, or an unknown
+        ``model_reward``.
     """
 
     actor: MBPOActor
@@ -115,9 +132,12 @@ class MBPOPolicy(SACPolicy):
         model_deterministic: bool = False,
         model_normalize_targets: bool = False,
         model_symlog_reward: bool = False,
+        model_reward: str = "joint",
         symlog_observations: bool = False,
         **sac_kwargs: Any,
     ):
+        if model_reward not in MODEL_REWARDS:
+            raise ValueError(f"Unknown model_reward {model_reward!r}; expected one of {MODEL_REWARDS}")
         if symlog_observations:
             sac_kwargs["features_extractor_class"] = SymlogFlattenExtractor
         self.log_std_bounds = tuple(log_std_bounds)  # read by make_actor() inside SACPolicy.__init__
@@ -126,18 +146,33 @@ class MBPOPolicy(SACPolicy):
         self.model_ensemble_size, self.model_n_elites = model_ensemble_size, model_n_elites
         self.model_activation_fn, self.model_deterministic = model_activation_fn, model_deterministic
         self.model_normalize_targets, self.model_symlog_reward = model_normalize_targets, model_symlog_reward
-        self.symlog_observations = symlog_observations
-        self.dynamics = DynamicsModel(
-            int(observation_space.shape[0]),
-            int(action_space.shape[0]),
+        self.symlog_observations, self.model_reward = symlog_observations, model_reward
+        obs_dim, action_dim = int(observation_space.shape[0]), int(action_space.shape[0])
+        ensemble_kwargs = dict(
             ensemble_size=model_ensemble_size,
             net_arch=self.model_net_arch,
             activation_fn=model_activation_fn,
             deterministic=model_deterministic,
             n_elites=model_n_elites,
             normalize_targets=model_normalize_targets,
-            symlog_reward=model_symlog_reward,
         )
+        joint = model_reward == "joint"
+        self.dynamics = DynamicsModel(
+            obs_dim,
+            action_dim,
+            learned_reward=joint,
+            symlog_reward=model_symlog_reward and joint,
+            **ensemble_kwargs,
+        )
+        self.reward_model: RewardModel | None = None
+        if not joint:
+            self.reward_model = RewardModel(
+                obs_dim,
+                action_dim,
+                symlog_reward=model_symlog_reward,
+                symlog_inputs=symlog_observations,
+                **ensemble_kwargs,
+            )
 
     def make_actor(self, features_extractor=None) -> MBPOActor:
         actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
@@ -154,6 +189,7 @@ class MBPOPolicy(SACPolicy):
             "model_deterministic": self.model_deterministic,
             "model_normalize_targets": self.model_normalize_targets,
             "model_symlog_reward": self.model_symlog_reward,
+            "model_reward": self.model_reward,
             "symlog_observations": self.symlog_observations,
         }
 
