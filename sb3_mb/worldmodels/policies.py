@@ -320,7 +320,8 @@ class WorldModelsPolicy(BasePolicy):
             raise ValueError(
                 "World Models does not support Dict observation spaces; it needs a Box observation"
             )
-        observation = self._channel_first(np.asarray(observation))
+        # Contiguous: dm_control's pixel frames come flipped (negative strides), which torch refuses.
+        observation = np.ascontiguousarray(self._channel_first(np.asarray(observation)))
         if np.issubdtype(observation.dtype, np.floating) and not np.all(np.isfinite(observation)):
             batch = observation if observation.ndim > len(self.observation_space.shape) else observation[None]
             bad = np.flatnonzero(~np.isfinite(batch.reshape(len(batch), -1)).all(axis=1))

@@ -299,3 +299,30 @@ def test_save_load_resumes_every_stage(tmp_path):
     # trains V and M further and continues CMA-ES.
     loaded.learn(150, reset_num_timesteps=False)
     assert loaded.es.generation == 3 and loaded.num_timesteps == 300
+
+
+@pytest.mark.parametrize(
+    "env_id, env_kwargs",
+    [
+        ("sb3_mb/CartpoleBalancePixels-v0", dict(action_repeat=8, max_episode_steps=12)),
+        ("sb3_mb/AirstrikerContest-v0", dict(size=(32, 32), max_episode_steps=12)),
+    ],
+)
+def test_cnn_policy_learns_and_predicts_on_the_pixel_cartpole_and_the_sonic_chain(env_id, env_kwargs):
+    """``WorldModels("CnnPolicy", env).learn(n)`` on the registered pixel cartpole (Box actions) and the
+    retro contest chain (Discrete actions, Airstriker's shipped ROM): every stage runs, C acts in bounds."""
+    env = gym.make(env_id, **env_kwargs)
+    try:
+        kwargs = {**SMALL, "max_episode_steps": 12, "n_random_rollouts": 2}
+        kwargs["policy_kwargs"] = dict(z_dim=4, hidden_size=8, n_mixtures=2, cnn_depth=4)
+        model = WorldModels("CnnPolicy", env, seed=0, **kwargs)
+        model.learn(30)
+        assert model.es.generation == 1
+        obs = model.get_env().reset()
+        actions, _ = model.predict(obs, deterministic=True)
+        space = model.action_space
+        for action in actions:
+            action = int(action) if isinstance(space, spaces.Discrete) else np.asarray(action, space.dtype)
+            assert space.contains(action)
+    finally:
+        env.close()
