@@ -13,6 +13,9 @@ Families (each module names its sources):
   Suite cartpole (Tassa et al. 2018, arXiv:1801.00690) through shimmy, with PlaNet's action repeat and
   optional 64x64 pixels (Hafner et al. 2019, arXiv:1811.04551, Sec. 5 and App. A) and the discrete
   action tables of the discrete-action adaptation of Alex Rose's PlaNet fork.
+- ``sb3_mb/{ReacherEasy,CheetahRun,FingerSpin,CupCatch,WalkerWalk}[Pixels]-v0``: PlaNet's other five DeepMind
+  Control tasks (arXiv:1811.04551, Sec. 5, App. A), continuous actions, with PlaNet's action repeats 4, 4, 2,
+  4, 2 (Rose's fork ran cup-catch with 6: ``action_repeat=6``).
 - ``sb3_mb/{Breakout,Qbert,Freeway}PlaNet-v0``: Atari (ALE, Bellemare et al. 2013, arXiv:1207.4708) with
   the frame preprocessing of Rose's PlaNet fork.
 - ``sb3_mb/HopperDistracted[5|10|15]-v0``: Hopper-v5 with the distracting dimensions of VaGraM's
@@ -75,6 +78,24 @@ for _task, _task_name in (
                 action_set=_action_set,
             )
 
+# PlaNet's other five DeepMind Control tasks (App. A): continuous, state or 64x64 pixels, PlaNet's action
+# repeat (sb3_mb.envs.dmc.PLANET_ACTION_REPEAT); the entry point adds the TimeLimit, as for cartpole.
+for _name, _domain, _task in (
+    ("ReacherEasy", "reacher", "easy"),
+    ("CheetahRun", "cheetah", "run"),
+    ("FingerSpin", "finger", "spin"),
+    ("CupCatch", "ball_in_cup", "catch"),
+    ("WalkerWalk", "walker", "walk"),
+):
+    for _pixels in (False, True):
+        _register(
+            f"{_name}{'Pixels' if _pixels else ''}-v0",
+            "sb3_mb.envs.dmc:make_dmc",
+            domain=_domain,
+            task=_task,
+            pixels=_pixels,
+        )
+
 # Atari with the preprocessing of Rose's PlaNet fork; the episode cap is a kwarg, so the entry point adds it.
 _register("BreakoutPlaNet-v0", "sb3_mb.envs.atari:make_planet_atari", game="breakout")
 _register("QbertPlaNet-v0", "sb3_mb.envs.atari:make_planet_atari", game="qbert")
@@ -112,6 +133,6 @@ _register(
     "AirstrikerContest-v0", "sb3_mb.envs.retro:make_retro_contest", game="Airstriker-Genesis-v0", split=None
 )
 
-del _task, _task_name, _pixels, _action_set, _name, _dims
+del _task, _task_name, _pixels, _action_set, _name, _domain, _dims
 
 __all__ = ["NAMESPACE", "DiscreteActionTable", "list_env_ids"]

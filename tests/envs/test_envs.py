@@ -32,7 +32,20 @@ DETERMINISTIC_IDS = {"sb3_mb/BreakoutPlaNet-v0", "sb3_mb/DoubleIntegrator-v0"}
 # for 330 of 333 agent steps, so a short rollout cannot tell the seeds apart.
 SEED_INSENSITIVE_IDS = {"sb3_mb/QbertPlaNet-v0"}
 
-DMC_RENDER_MODE_CHECK_IDS = {"sb3_mb/CartpoleSwingup-v0", "sb3_mb/CartpoleBalancePixelsDiscrete9-v0"}
+DMC_RENDER_MODE_CHECK_IDS = {
+    "sb3_mb/CartpoleSwingup-v0",
+    "sb3_mb/CartpoleBalancePixelsDiscrete9-v0",
+    "sb3_mb/WalkerWalkPixels-v0",
+}
+# PlaNet's other five tasks: name -> (state dim, action dim, PlaNet's action repeat).
+DMC_TASKS = {
+    "ReacherEasy": (6, 2, 4),
+    "CheetahRun": (17, 6, 4),
+    "FingerSpin": (9, 2, 2),
+    "CupCatch": (8, 2, 4),
+    "WalkerWalk": (24, 6, 2),
+}
+DMC_IDS = [f"sb3_mb/{name}{pixels}-v0" for name in DMC_TASKS for pixels in ("", "Pixels")]
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -52,6 +65,13 @@ def expected_spaces(env_id: str) -> tuple[spaces.Space, spaces.Space, int]:
         else:
             obs_space = spaces.Box(-np.inf, np.inf, (5,), np.float32)
         return obs_space, action_space, 125 if action_set is None else 250
+    if name.removesuffix("Pixels") in DMC_TASKS:
+        obs_dim, action_dim, action_repeat = DMC_TASKS[name.removesuffix("Pixels")]
+        if name.endswith("Pixels"):
+            obs_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
+        else:
+            obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        return obs_space, spaces.Box(-1.0, 1.0, (action_dim,), np.float32), 1000 // action_repeat
     if name.endswith("PlaNet"):
         game = name[: -len("PlaNet")]
         channels = 1 if game == "Breakout" else 3
@@ -100,14 +120,16 @@ def rollout(env_id: str, seed: int, n_steps: int) -> tuple[np.ndarray, np.ndarra
 
 
 def test_list_env_ids():
-    # 18 cartpole, 3 Atari, 4 Hopper, 4 retro (3 Sonic + Airstriker), 1 double integrator, 1 moving bar
-    assert len(ALL_IDS) == len(set(ALL_IDS)) == 18 + 3 + 4 + 4 + 1 + 1
+    # 18 cartpole, 10 other DMC (5 tasks, state and pixels), 3 Atari, 4 Hopper, 4 retro (3 Sonic +
+    # Airstriker), 1 double integrator, 1 moving bar
+    assert len(ALL_IDS) == len(set(ALL_IDS)) == 18 + 10 + 3 + 4 + 4 + 1 + 1
     assert "sb3_mb/DoubleIntegrator-v0" in ALL_IDS and "sb3_mb/MovingBar-v0" in ALL_IDS
     assert all(env_id in gymnasium.registry for env_id in ALL_IDS)
     for task in ("Balance", "Swingup", "SwingupSparse"):
         for pixels in ("", "Pixels"):
             for action_set in ("", "Discrete5", "Discrete9"):
                 assert f"sb3_mb/Cartpole{task}{pixels}{action_set}-v0" in ALL_IDS
+    assert set(DMC_IDS) <= set(ALL_IDS)
     for name in ("HopperDistracted", "HopperDistracted5", "HopperDistracted10", "HopperDistracted15"):
         assert f"sb3_mb/{name}-v0" in ALL_IDS
     assert sorted(SONIC_IDS) == [
@@ -125,10 +147,12 @@ def test_checkers_spaces_render(env_id):
         assert env.spec.max_episode_steps == max_steps
         # gymnasium's check re-makes the env in every declared render mode and checks close on a second env:
         # stable-retro cannot open a second emulator, and Hopper's "human" mode needs a display (GLFW).
-        # The 18 cartpoles share one render path, and each re-make costs a GL context (~0.5 s): two do it.
+        # The 28 DeepMind Control ids share one render path, and each re-make costs a GL context (~0.5 s):
+        # three do it.
         retro = env_id in RETRO_IDS
         skip_render = retro or env_id.startswith("sb3_mb/Hopper")
-        skip_render |= env_id.startswith("sb3_mb/Cartpole") and env_id not in DMC_RENDER_MODE_CHECK_IDS
+        dmc = env_id.startswith("sb3_mb/Cartpole") or env_id in DMC_IDS
+        skip_render |= dmc and env_id not in DMC_RENDER_MODE_CHECK_IDS
         gym_check_env(env, skip_render_check=skip_render, skip_close_check=retro)
         sb3_check_env(env, warn=False)
         env.reset(seed=0)
@@ -312,6 +336,60 @@ def test_dmc_bad_arguments():
         make_cartpole(task="walk")
     with pytest.raises(ValueError, match="action_repeat"):
         make_cartpole(action_repeat=0)
+
+
+@pytest.mark.parametrize("name", list(DMC_TASKS))
+def test_dmc_planet_task_episode_length_and_action_repeat(name):
+    """A whole episode of the state id is 1000 env steps = 1000 / PlaNet's action repeat agent steps, ended by
+    truncation; each agent step is ``action_repeat`` physics control steps with the rewards summed."""
+    _, action_dim, action_repeat = DMC_TASKS[name]
+    env = gymnasium.make(f"sb3_mb/{name}-v0")
+    env.reset(seed=0)
+    dm_env = env.unwrapped._env
+    steps, truncated, terminated, rewards = 0, False, False, []
+    while not (terminated or truncated):
+        _, reward, terminated, truncated, _ = env.step(np.full(action_dim, 0.5, np.float32))
+        rewards.append(reward)
+        steps += 1
+        assert dm_env._step_count == steps * action_repeat
+    assert (steps, terminated, truncated) == (1000 // action_repeat, False, True)
+    assert dm_env._step_count == 1000  # dm_control's own limit ends it, not only the TimeLimit
+    # dm_control rewards are in [0, 1] per control step, summed over the repeat
+    assert 0.0 <= min(rewards) and max(rewards) <= action_repeat
+
+
+def test_dmc_planet_pixels_and_fork_action_repeat():
+    """Pixel ids: a 64x64 frame of camera 0 with the fast render settings, a few steps (rendering is the
+    cost); cup-catch with the fork's action repeat 6 is 167 agent steps."""
+    for name in DMC_TASKS:
+        env = gymnasium.make(f"sb3_mb/{name}Pixels-v0")
+        obs, _ = env.reset(seed=0)
+        physics = env.unwrapped.physics
+        assert physics.model.vis.quality.shadowsize == 0 and physics.model.vis.quality.offsamples == 0
+        np.testing.assert_array_equal(obs, physics.render(height=64, width=64, camera_id=0))
+        assert obs.std() > 0
+        for _ in range(3):
+            next_obs, *_ = env.step(env.action_space.sample())
+        assert next_obs.shape == (64, 64, 3) and not np.array_equal(next_obs, obs)
+        env.close()
+    env = gymnasium.make("sb3_mb/CupCatch-v0", action_repeat=6)
+    assert env.spec.max_episode_steps == 167
+    env.reset(seed=0)
+    env.step(np.zeros(2, np.float32))
+    assert env.unwrapped._env._step_count == 6
+
+
+def test_dmc_make_bad_arguments():
+    from sb3_mb.envs.dmc import make_dmc
+
+    with pytest.raises(ValueError, match="Unknown DeepMind Control task"):
+        make_dmc("cheetah", "walk")
+    with pytest.raises(ValueError, match="action_repeat"):
+        make_dmc("walker", "walk", action_repeat=0)
+    with pytest.raises(ValueError, match=r"one-dimensional actions \(cartpole\); cheetah-run has actions"):
+        make_dmc("cheetah", "run", action_set="discrete5")
+    with pytest.raises(ValueError, match="action_set"):
+        make_dmc("cheetah", "run", action_set="discrete7")
 
 
 # ---------------------------------------------------------------------------------------------------------
