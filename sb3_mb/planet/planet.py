@@ -42,6 +42,7 @@ from gymnasium import spaces
 from stable_baselines3.common.logger import Video
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import update_learning_rate
 
 from sb3_mb.common.base_class import WorldModelAlgorithm
 from sb3_mb.common.buffers import EpisodeReplayBuffer, SequenceSamples
@@ -75,13 +76,20 @@ class PlaNet(WorldModelAlgorithm):
     :param policy: ``"MlpPolicy"`` (vector observations), ``"CnnPolicy"`` (64x64 images) or a policy class;
         or the env itself, with ``env`` left out.
     :param env: a Gymnasium env, a ``VecEnv`` or a registered env id; bounded ``Box`` or ``Discrete`` actions.
-    :param learning_rate: Adam's learning rate (1e-3), or a schedule.
+    :param learning_rate: Adam's learning rate (1e-3), or an SB3 schedule of the progress remaining.
+    :param learning_rate_warmup: linear warm-up over this many model updates (Rose's fork and the arXiv v1
+        code: 10 000; camera-ready: none): update ``n`` (counted from 1 over the whole training) uses
+        ``learning_rate(progress) * min(1, n / learning_rate_warmup)``. The fork's ramp starts at 0 on its
+        first update; here the first update takes ``1 / learning_rate_warmup`` of the rate. 0: off.
     :param buffer_size: replay capacity in stored observations; an episode of ``L`` steps takes ``L + 1``.
     :param batch_size: sequences per update, B (50).
     :param sequence_length: steps per sequence, L (50); shorter episodes are never sampled. While every stored
         episode is shorter, whole episodes are (with a warning).
     :param seed_episodes: episodes of uniformly random actions before the first update, S (5).
     :param updates_per_episode: model updates per collected episode, C (100).
+    :param random_dataset: the "random dataset" protocol of Rose's fork: every episode is collected with
+        uniformly random actions, as the seed episodes are, so the model learns from random-policy data
+        only and the planner never collects (``predict`` and evaluation still plan). False: Alg. 1.
     :param free_nats: KL below this many nats per step is not penalised (3; arXiv v1: 2).
     :param reward_loss_scale: weight of the reward NLL (10).
     :param kl_scale: weight of ``KL(posterior || prior)`` (1).
@@ -105,7 +113,7 @@ class PlaNet(WorldModelAlgorithm):
     :param verbose: 0, 1 or 2. :param seed: random seed. :param device: torch device.
     :raises ValueError: for an unsupported observation or action space (the message names it and what is
         expected: a flat bounded ``Box`` or a ``Discrete`` action space); ``cell_as_prior`` without a
-        clockwork RSSM of equal state sizes.
+        clockwork RSSM of equal state sizes; a negative or fractional ``learning_rate_warmup``.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
@@ -117,11 +125,13 @@ class PlaNet(WorldModelAlgorithm):
         policy: str | type[PlaNetPolicy] | GymEnv,
         env: GymEnv | str | None = None,
         learning_rate: float | Schedule = 1e-3,
+        learning_rate_warmup: int = 0,
         buffer_size: int = 100_000,
         batch_size: int = 50,
         sequence_length: int = 50,
         seed_episodes: int = 5,
         updates_per_episode: int = 100,
+        random_dataset: bool = False,
         free_nats: float = 3.0,
         reward_loss_scale: float = 10.0,
         kl_scale: float = 1.0,
@@ -164,6 +174,11 @@ class PlaNet(WorldModelAlgorithm):
         )
         self.sequence_length, self.seed_episodes = sequence_length, seed_episodes
         self.updates_per_episode = updates_per_episode
+        if int(learning_rate_warmup) != learning_rate_warmup or learning_rate_warmup < 0:
+            raise ValueError(
+                f"learning_rate_warmup must be a non-negative integer, got {learning_rate_warmup!r}"
+            )
+        self.learning_rate_warmup, self.random_dataset = int(learning_rate_warmup), random_dataset
         self.free_nats, self.reward_loss_scale, self.kl_scale = free_nats, reward_loss_scale, kl_scale
         self.global_kl_scale, self.cell_as_prior = global_kl_scale, cell_as_prior
         self.overshooting_distance = overshooting_distance
@@ -173,6 +188,7 @@ class PlaNet(WorldModelAlgorithm):
         self.video_interval, self.open_loop_context = video_interval, open_loop_context
         self._episodes_trained = 0
         self._planned_returns: list[float] = []
+        self._plan_returns_first_last: list[tuple[float, float]] = []
         if _init_setup_model:
             self._setup_model()
 
@@ -193,7 +209,7 @@ class PlaNet(WorldModelAlgorithm):
             )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_planned_returns"]
+        return [*super()._excluded_save_params(), "_planned_returns", "_plan_returns_first_last"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -216,17 +232,28 @@ class PlaNet(WorldModelAlgorithm):
     # Collecting (Alg. 1)
     # ----------------------------------------------------------------------------------------------
     def _in_warmup(self) -> bool:
-        """Uniformly random actions until ``seed_episodes`` episodes have been completed."""
-        return self.replay_buffer.n_episodes_added < self.seed_episodes
+        """Uniformly random actions until ``seed_episodes`` episodes have been completed (always with
+        ``random_dataset``)."""
+        return self.random_dataset or self.replay_buffer.n_episodes_added < self.seed_episodes
 
     def _explore(
         self, observation: np.ndarray, state: PlaNetState | None, episode_start: np.ndarray
     ) -> tuple[np.ndarray, PlaNetState]:
-        """Filter, plan, add exploration noise; the CEM's planned return goes to ``train/planned_return``."""
+        """Filter, plan, add exploration noise.
+
+        Logged at the next :meth:`train`, averaged over the steps and envs since the last one: the CEM's
+        planned return (``train/planned_return``) and, as the fork's ``summarise_plan_returns``, the mean
+        return of all candidates at the first and at the last CEM iteration (``train/plan_return_first``,
+        ``train/plan_return_last``): how much the CEM improves on its initial distribution.
+        """
         obs_tensor, _ = self.policy.obs_to_tensor(observation)
         generator = self.policy.make_generator()
         action, state, plan = self.policy.act(obs_tensor, state, episode_start, False, generator)
         self._planned_returns.append(float(plan.planned_return.mean()))
+        candidate_returns = plan.candidate_returns  # (n_iterations, n_envs)
+        self._plan_returns_first_last.append(
+            (float(candidate_returns[0].mean()), float(candidate_returns[-1].mean()))
+        )
         return action, state
 
     def _gradient_steps_due(self) -> int:
@@ -438,6 +465,14 @@ class PlaNet(WorldModelAlgorithm):
         video = postprocess_observation(frames, policy.bit_depth, channels_last=False)
         return Video(th.from_numpy(video)[None], fps=fps)
 
+    def _learning_rate(self, update: int) -> float:
+        """Adam's rate for the ``update``-th model update (from 1): the schedule at the current progress,
+        times ``min(1, update / learning_rate_warmup)`` with a warm-up."""
+        rate = self.lr_schedule(self._current_progress_remaining)
+        if self.learning_rate_warmup > 0:
+            rate *= min(1.0, update / self.learning_rate_warmup)
+        return rate
+
     def train(self, gradient_steps: int, batch_size: int | None = None) -> None:
         """``gradient_steps`` model updates on sampled sequences, then ``logger.record`` of the mean terms.
 
@@ -447,7 +482,6 @@ class PlaNet(WorldModelAlgorithm):
         batch_size = batch_size or self.batch_size
         policy = self.policy
         policy.set_training_mode(True)
-        self._update_learning_rate(policy.optimizer)
         if policy.normalize_rewards:
             policy.set_reward_scale(self.replay_buffer.stored_rewards())
         window = self._window_length()
@@ -457,6 +491,8 @@ class PlaNet(WorldModelAlgorithm):
             losses = self._compute_losses(samples)
             loss = losses["loss"]
             self._check_finite(losses, "loss", step=self._n_updates + 1)
+            learning_rate = self._learning_rate(self._n_updates + 1)
+            update_learning_rate(policy.optimizer, learning_rate)
             policy.optimizer.zero_grad()
             loss.backward()
             grad_norm = th.nn.utils.clip_grad_norm_(policy.parameters(), self.max_grad_norm)
@@ -473,7 +509,14 @@ class PlaNet(WorldModelAlgorithm):
         policy.set_training_mode(False)
         for key, value in totals.items():
             self.logger.record(f"train/{key}", value / max(gradient_steps, 1))
+        if gradient_steps > 0:
+            self.logger.record("train/learning_rate", learning_rate)
         if self._planned_returns:
             self.logger.record("train/planned_return", float(np.mean(self._planned_returns)))
             self._planned_returns = []
+        if self._plan_returns_first_last:
+            first, last = np.mean(self._plan_returns_first_last, axis=0)
+            self.logger.record("train/plan_return_first", float(first))
+            self.logger.record("train/plan_return_last", float(last))
+            self._plan_returns_first_last = []
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
