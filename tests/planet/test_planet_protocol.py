@@ -187,3 +187,32 @@ def test_random_dataset_model_learns_the_dynamics():
     with th.no_grad():
         after = float(model._compute_losses(samples)["observation_nll"])
     assert after < before
+
+
+# ------------------------------------------------------------------------------------------------------
+# The fork's presets in hyperparams/planet.yml
+# ------------------------------------------------------------------------------------------------------
+FORK_ENTRIES = [
+    "sb3_mb/CartpoleBalancePixelsDiscrete5-v0",
+    "sb3_mb/CartpoleSwingupPixelsDiscrete5-v0",
+    "sb3_mb/CartpoleBalancePixelsDiscrete9-v0",
+    "sb3_mb/BreakoutPlaNet-v0",
+    "sb3_mb/QbertPlaNet-v0",
+    "sb3_mb/FreewayPlaNet-v0",
+]
+
+
+@pytest.mark.parametrize("env_id", FORK_ENTRIES)
+def test_fork_presets_carry_the_forks_settings(env_id):
+    """Batch 8 x 50, reward head 2 x 100, discount 0.99, a 10k-update warm-up, epsilon-greedy 0.1."""
+    from zoo.hyperparams import constructor_kwargs, load_hyperparams
+
+    kwargs = constructor_kwargs(load_hyperparams("planet", env_id))
+    assert (kwargs["batch_size"], kwargs["sequence_length"], kwargs["learning_rate_warmup"]) == (
+        8,
+        50,
+        10_000,
+    )
+    policy_kwargs = kwargs["policy_kwargs"]
+    assert policy_kwargs["reward_hidden_sizes"] == (100, 100) and policy_kwargs["discount"] == 0.99
+    assert policy_kwargs["exploration_epsilon"] == 0.1
