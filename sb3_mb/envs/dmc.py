@@ -225,12 +225,7 @@ def make_cartpole(
     pixels: bool = False,
     action_set: str | None = None,
     action_repeat: int | None = None,
-    size: tuple[int, int] = (64, 64),
-    camera_id: int = 0,
-    fast_render: bool = True,
-    render_mode: str | None = None,
-    render_size: tuple[int, int] = (240, 320),
-    environment_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
 ) -> gymnasium.Env:
     """DeepMind Control cartpole as PlaNet sees it (arXiv:1811.04551, Sec. 5, App. A), or discretised as in
     Rose's PlaNet fork.
@@ -243,14 +238,9 @@ def make_cartpole(
     :param action_repeat: environment steps per agent step, rewards summed; default 8 (continuous, as
         PlaNet's cartpole, App. A) or 4 (discrete, as the fork). The episode is ``ceil(1000 / action_repeat)``
         agent steps (125 or 250), ended by ``truncated=True``; there is no termination.
-    :param size: pixel observation ``(height, width)``.
-    :param camera_id: camera for pixel observations and ``render()``.
-    :param fast_render: no shadows, no anti-aliasing (about 3 ms instead of 15-18 ms a 64x64 frame, see
-        :func:`fast_render_settings`); applies to ``render()`` too.
-    :param render_mode: ``None``, ``"rgb_array"`` (``render()`` gives a ``(*render_size, 3)`` uint8 RGB
-        frame) or ``"depth_array"``; raises ``ValueError`` otherwise (use gymnasium's ``HumanRendering``).
-    :param render_size: ``(height, width)`` of ``render()`` frames.
-    :param environment_kwargs: passed to ``dm_control.suite.load`` (e.g. ``{"flat_observation": False}``).
+    :param kwargs: :func:`make_dmc`'s rendering arguments (``size``, ``camera_id``, ``fast_render``: about
+        3 ms instead of 15-18 ms a 64x64 cartpole frame, ``render_mode``, ``render_size``) and
+        ``environment_kwargs``.
     :raises ValueError: unknown ``task``, ``action_set`` or ``render_mode``, or ``action_repeat < 1``.
     """
     if task not in TASKS:
@@ -258,15 +248,5 @@ def make_cartpole(
     if action_repeat is None and action_set is not None:
         action_repeat = 4
     return make_dmc(
-        "cartpole",
-        task,
-        pixels=pixels,
-        action_set=action_set,
-        action_repeat=action_repeat,
-        size=size,
-        camera_id=camera_id,
-        fast_render=fast_render,
-        render_mode=render_mode,
-        render_size=render_size,
-        environment_kwargs=environment_kwargs,
+        "cartpole", task, pixels=pixels, action_set=action_set, action_repeat=action_repeat, **kwargs
     )
