@@ -15,7 +15,7 @@ algorithm box as :class:`PlaNet` runs it (the paper's symbols in brackets)::
                  [+ min-over-later-targets NLLs of the tap cell, its KL]                 (TAP, Rose's fork)
                  [+ latent overshooting]                                                  (Sec. 4, Eq. 7)
         collect one step of every env: filter o_t into (h_t, s_t), plan with the CEM on the prior,
-            add exploration noise, step
+            add exploration noise, step        [random_dataset (Rose's fork): uniformly random actions]
 
 The paper collects one episode after every C updates; here the C updates follow each completed episode, which
 is the same schedule for one env and stays C per episode for a ``VecEnv`` of any size. Action repeat
