@@ -3,8 +3,9 @@
 ``predict(obs, state, episode_start)`` follows sb3-contrib's RecurrentPPO: the state is a tuple of numpy
 arrays with the env dimension first, handed back by the caller at the next step, and ``episode_start[i]``
 resets env ``i``'s entries. Here that tuple is a :class:`~typing.NamedTuple` of the method (e.g.
-``PlaNetState(belief, posterior_sample, prev_action, plan)``), so fields are read by name and
-``evaluate_policy``, ``EvalCallback`` and the zoo's enjoy loop, which only pass it along, work unchanged.
+:class:`~sb3_mb.planet.policies.PlaNetState`: ``belief``, the posterior's mean, std and sample,
+``prev_action``, ``plan``, ...), so fields are read by name and ``evaluate_policy``, ``EvalCallback`` and the
+zoo's enjoy loop, which only pass it along, work unchanged.
 
 :class:`StateSpec` holds a state's layout (field names, per-env shapes) and does the bookkeeping every
 stateful method needs: zero initialisation, shape checks with a clear error, and the ``episode_start`` reset.
