@@ -19,9 +19,14 @@ A cheap check before learning runs: how far the γ-MVE target of each setting li
    two actions with the reference's difference. Both differences use common random numbers (the same seeds
    for the two actions' rollouts, model samples and policy samples), so they show the systematic part.
 
+``--one-step-error``: instead, a one-step γ-model (γ = 0, GammaMVE's default sizes) trained on the
+checkpoint's buffer with each objective: the mean absolute error of its samples against the real next state,
+per dimension, after 250 to 1500 updates (the one-step density is ``N(s', σ²)``, so about ``0.8 σ`` is exact).
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/gamma_mve_bias.py --train-steps 4000 --model-gamma 0.9
+    OMP_NUM_THREADS=1 python benchmarks/gamma_mve_bias.py --one-step-error
 
 Results: merged into ``benchmarks/results/gamma_mve_bias_Pendulum-v1.json`` keyed by (seed, steps, γ̃).
 """
@@ -38,7 +43,7 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
-from sb3_mb.gammamodels import GammaMVE
+from sb3_mb.gammamodels import GammaModel, GammaMVE
 from zoo.hyperparams import load_hyperparams
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -131,15 +136,28 @@ def sac_target(model: GammaMVE, rewards, next_obs, dones, discounts) -> th.Tenso
     return rewards + (1 - dones) * discounts * (q - ent_coef * log_prob.reshape(-1))
 
 
-def checkpoint(seed: int, steps: int, model_gamma: float, cache: str) -> GammaMVE:
-    """The cached checkpoint (trained on a miss): SAC plus model training, expansion off."""
-    path = os.path.join(cache, f"gammamve_seed{seed}_steps{steps}_mg{model_gamma}")
+def checkpoint(
+    seed: int, steps: int, model_gamma: float, cache: str, objective: str = "regression"
+) -> GammaMVE:
+    """The cached checkpoint (trained on a miss): SAC plus model training, expansion off. The zoo entry's SAC
+    settings with the earlier γ-MVE entry's model (H = 3, expansion from ``(s, a)``, no projection, the
+    γ-model ``objective``), so that the settings below are changes from it."""
+    suffix = "" if objective == "regression" else f"_{objective}"
+    path = os.path.join(cache, f"gammamve_seed{seed}_steps{steps}_mg{model_gamma}{suffix}")
     env = make_vec_env(ENV, n_envs=1, seed=seed)
     if os.path.exists(path + ".zip"):
         model = GammaMVE.load(path + ".zip", env=env)
         model.load_replay_buffer(path + "_buffer.pkl")
         return model
-    kwargs = {**load_hyperparams("gammamve", ENV), "model_gamma": model_gamma, "model_learning_starts": 10**9}
+    kwargs = {
+        **load_hyperparams("gammamve", ENV),
+        "model_gamma": model_gamma,
+        "value_expansion_horizon": 3,
+        "expand_from_next_state": False,
+        "angle_observations": (),
+        "gamma_model_kwargs": {"objective": objective},
+        "model_learning_starts": 10**9,
+    }
     model = GammaMVE("MlpPolicy", env, seed=seed, **kwargs)
     start = time.perf_counter()
     model.learn(steps)
@@ -148,6 +166,28 @@ def checkpoint(seed: int, steps: int, model_gamma: float, cache: str) -> GammaMV
     model.save(path + ".zip")
     model.save_replay_buffer(path + "_buffer.pkl")
     return model
+
+
+def one_step_sample_error(model: GammaMVE, objectives: list[str], checkpoints=(250, 500, 1000, 1500)) -> dict:
+    """Mean absolute error per dimension of one-step γ-model samples (4 per pair) against the real next
+    states of 2048 held transitions, for each objective, at each number of updates (batch 256)."""
+    np.random.seed(0)  # noqa: NPY002 (SB3's ReplayBuffer.sample draws from the legacy global state)
+    th.manual_seed(0)
+    test = model.replay_buffer.sample_real(2048)
+    errors = {}
+    for objective in objectives:
+        gamma_model = GammaModel(3, 1, **{**model.gamma_model_kwargs, "gamma": 0.0, "objective": objective})
+        for update in range(1, max(checkpoints) + 1):
+            data = model.replay_buffer.sample_real(256)
+            next_obs = data.next_observations.float()
+            next_actions = model.actor.action_log_prob(next_obs)[0].detach()
+            gamma_model.update(data.observations.float(), data.actions.float(), next_obs, next_actions)
+            if update in checkpoints:
+                samples = gamma_model.sample(test.observations.float(), test.actions.float(), 4)
+                error = (samples - test.next_observations.float()).abs().mean((0, 1)).tolist()
+                errors[f"{objective}/{update}"] = error
+                print(objective, update, np.round(error, 3), flush=True)
+    return errors
 
 
 def main() -> None:
@@ -161,9 +201,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
     parser.add_argument("--cache", default="/tmp/gamma_mve_bias")
+    parser.add_argument("--objective", default="regression", help="the checkpoint γ-model's objective")
+    parser.add_argument("--one-step-error", action="store_true")
     args = parser.parse_args()
     th.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model = checkpoint(args.seed, args.train_steps, args.model_gamma, args.cache)
+    model = checkpoint(args.seed, args.train_steps, args.model_gamma, args.cache, args.objective)
+    path = os.path.join(RESULTS, f"gamma_mve_bias_{ENV}.json")
+    results = json.load(open(path)) if os.path.exists(path) else {"env": ENV, "runs": []}
+    if args.one_step_error:
+        results["one_step_sample_error"] = {
+            "checkpoint": {
+                "seed": args.seed,
+                "train_steps": args.train_steps,
+                "model_gamma": args.model_gamma,
+            },
+            "mean_abs_error_per_dim": one_step_sample_error(model, ["regression", "likelihood"]),
+        }
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+        return
     model.model_learning_starts = 0  # expanding from now on (the checkpoint's model updates all count)
     th.manual_seed(1234)
     np.random.seed(1234)  # noqa: NPY002 (SB3's ReplayBuffer.sample draws from the legacy global state)
@@ -267,9 +323,9 @@ def main() -> None:
         model.predicted_rewards = original["predicted_rewards"]
     for name, row in rows.items():
         print(f"{name:24s} " + "  ".join(f"{k} {v:8.2f}" for k, v in row.items()), flush=True)
-    path = os.path.join(RESULTS, f"gamma_mve_bias_{ENV}.json")
-    results = json.load(open(path)) if os.path.exists(path) else {"env": ENV, "runs": []}
     key = {"seed": args.seed, "train_steps": args.train_steps, "model_gamma": args.model_gamma}
+    if args.objective != "regression":
+        key["objective"] = args.objective
     old = [r for r in results["runs"] if r["key"] == key]
     merged = {**(old[0]["rows"] if old else {}), **rows}  # settings measured earlier stay
     results["runs"] = [r for r in results["runs"] if r["key"] != key] + [
