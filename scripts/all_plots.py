@@ -33,31 +33,21 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import re
 import sys
 from typing import Any
 
 import numpy as np
 
-
-def env_folder_name(env_id: str) -> str:
-    """The folder name the zoo uses for ``env_id`` (huggingface_sb3's ``EnvironmentName``: ``/`` -> ``-``)."""
-    return env_id.replace("/", "-")
+# scripts/ is not a package: run as ``python scripts/all_plots.py``, this folder is on sys.path.
+from plot_train import env_folder_name, run_folders
 
 
 def find_evaluations(exp_folder: str, algo: str, env_id: str) -> list[str]:
     """Paths of ``<exp_folder>/<algo>/<EnvId>_<N>/evaluations.npz`` that exist, sorted by ``N``."""
-    algo_folder = os.path.join(exp_folder, algo)
-    if not os.path.isdir(algo_folder):
+    if not os.path.isdir(os.path.join(exp_folder, algo)):
         return []
-    pattern = re.compile(rf"^{re.escape(env_folder_name(env_id))}_(\d+)$")
-    found = []
-    for entry in os.scandir(algo_folder):
-        match = pattern.match(entry.name)
-        path = os.path.join(entry.path, "evaluations.npz")
-        if match and os.path.isfile(path):
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
+    paths = [os.path.join(folder, "evaluations.npz") for folder in run_folders(exp_folder, algo, env_id)]
+    return [path for path in paths if os.path.isfile(path)]
 
 
 def merge_runs(

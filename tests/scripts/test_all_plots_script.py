@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from script_loader import SCRIPTS, load_script
+from script_loader import SCRIPTS, load_script, table_rows
 
 all_plots = load_script("all_plots")
 
@@ -25,12 +25,6 @@ def write_evaluations(folder, timesteps, per_run_mean):
     np.savez(
         os.path.join(folder, "evaluations.npz"), timesteps=timesteps, results=results, ep_lengths=results * 0
     )
-
-
-def table_rows(markdown):
-    """The cells of a pytablewriter markdown table, header first, without the title and the rule."""
-    lines = [line for line in markdown.splitlines() if line.startswith("|") and not line.startswith("|-")]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
 @pytest.fixture

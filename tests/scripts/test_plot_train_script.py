@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
-from script_loader import REPO_ROOT, SCRIPTS, load_script
+from script_loader import SCRIPTS, load_script
 from stable_baselines3.common.monitor import Monitor
 
 plot_train = load_script("plot_train")
@@ -107,14 +107,10 @@ def test_errors_name_the_folder(tmp_path):
         plot_train.load_curves(str(tmp_path), ["mbpo"], ["Pendulum-v1"], y_axis="success")
 
 
-def test_command_line_on_a_debug_zoo_run(tmp_path):
+def test_command_line_on_a_debug_zoo_run(debug_logs, tmp_path):
     """A real ``python -m zoo.train --debug`` run (3 Pendulum-v1 episodes), plotted from the command line."""
-    logs = tmp_path / "logs"
+    logs = debug_logs
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    train = [sys.executable, "-m", "zoo.train", "--algo", "mbpo", "--env", "Pendulum-v1", "--debug"]
-    subprocess.run(
-        [*train, "-f", str(logs), "--seed", "0"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
-    )
     output = tmp_path / "train.png"
     script = os.path.join(SCRIPTS, "plot_train.py")
     done = subprocess.run(
