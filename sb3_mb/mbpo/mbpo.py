@@ -403,9 +403,14 @@ class MBPO(SafeAlgorithmMixin, SAC):
 
     # ------------------------------------------------------------------------------------ model learning
     def train_dynamics(self) -> EnsembleTrainResult:
-        """Fit the ensemble on every real transition (inputs ``[s, a]``, targets ``[s' - s, r]``).
+        """Fit the ensemble on every real transition (inputs ``[s, a]``, targets ``[s' - s, r]``), then, with
+        ``model_reward="separate"`` (:class:`~sb3_mb.mbpo.policies.MBPOPolicy`), the reward model on
+        ``([s, a, s'], r)`` with the same trainer settings (MSE, or NLL with ``model_loss="nll"``).
 
-        Records the ``model/*`` losses, elites and epochs in the logger.
+        Records the ``model/*`` losses, elites and epochs in the logger (``model/reward_holdout_loss`` and
+        ``model/reward_n_epochs`` for the reward model).
+
+        :return: the transition model's :class:`~sb3_mb.common.ensemble.EnsembleTrainResult`.
         """
         obs, actions, next_obs, rewards = self.replay_buffer.real_transitions()
         self._update_reward_scale()
