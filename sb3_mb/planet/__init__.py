@@ -1,5 +1,6 @@
 """PlaNet (Hafner et al. 2019, arXiv:1811.04551): an RSSM world model and CEM planning in its latent space."""
 
+from sb3_mb.planet.latents import collect_latents, linear_probe_r2
 from sb3_mb.planet.planet import PlaNet
 from sb3_mb.planet.policies import CnnPolicy, MlpPolicy, PlaNetPolicy, PlaNetState
 from sb3_mb.planet.rssm import RSSM, RSSMState, TransitionModel
@@ -16,4 +17,6 @@ __all__ = [
     "PlaNetState",
     "RSSMState",
     "TransitionModel",
+    "collect_latents",
+    "linear_probe_r2",
 ]
