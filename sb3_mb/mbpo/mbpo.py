@@ -31,7 +31,7 @@ from stable_baselines3.sac import SAC
 from sb3_mb.common.base_class import SafeAlgorithmMixin
 from sb3_mb.common.checks import check_finite_gradients, check_finite_parameters
 from sb3_mb.common.dynamics import RewardModel
-from sb3_mb.common.ensemble import EnsembleTrainer, EnsembleTrainResult
+from sb3_mb.common.ensemble import EnsembleMLP, EnsembleTrainer, EnsembleTrainResult
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
 from sb3_mb.common.symlog import SCALE_QUANTILE, fixed_scale, symexp, symlog
@@ -320,41 +320,37 @@ class MBPO(SafeAlgorithmMixin, SAC):
             clip_quantile=self.vagram_clip_quantile,
             use_all_vf=self.vagram_use_all_vf,
         )
-        self.dynamics_trainer = EnsembleTrainer(
-            self.dynamics,
-            learning_rate=self.model_learning_rate,
-            batch_size=self.model_batch_size,
-            holdout_ratio=self.model_holdout_ratio,
-            max_holdout=self.model_max_holdout,
-            max_epochs=self.model_max_epochs,
-            patience=self.model_patience,
-            loss=self._model_loss_fn,
-            weight_decay=self.model_weight_decay,
-            owner="MBPO dynamics ensemble",
+        self.dynamics_trainer = self._model_trainer(
+            self.dynamics, self._model_loss_fn, "MBPO dynamics ensemble"
         )
         self.model_optimizer = self.dynamics_trainer.optimizer
         self.reward_trainer: EnsembleTrainer | None = None
         reward_fn = None
         if self.reward_model is not None:
             # The separate reward model trains like the transition model; value-aware losses concern states.
-            self.reward_trainer = EnsembleTrainer(
-                self.reward_model,
-                learning_rate=self.model_learning_rate,
-                batch_size=self.model_batch_size,
-                holdout_ratio=self.model_holdout_ratio,
-                max_holdout=self.model_max_holdout,
-                max_epochs=self.model_max_epochs,
-                patience=self.model_patience,
-                loss="nll" if self.model_loss == "nll" else "mse",
-                weight_decay=self.model_weight_decay,
-                owner="MBPO reward model",
-            )
+            reward_loss = "nll" if self.model_loss == "nll" else "mse"
+            self.reward_trainer = self._model_trainer(self.reward_model, reward_loss, "MBPO reward model")
             self.reward_optimizer = self.reward_trainer.optimizer
             reward_fn = self.reward_model.predict
         self.model_env = ModelEnv(
             self.dynamics, self.termination_fn, reward_fn=reward_fn, generator=self._rollout_rng
         )
         self._watch_sac_gradients()
+
+    def _model_trainer(self, model: EnsembleMLP, loss: str | ValueAwareLoss, owner: str) -> EnsembleTrainer:
+        """An :class:`~sb3_mb.common.ensemble.EnsembleTrainer` of ``model`` with the ``model_*`` settings."""
+        return EnsembleTrainer(
+            model,
+            learning_rate=self.model_learning_rate,
+            batch_size=self.model_batch_size,
+            holdout_ratio=self.model_holdout_ratio,
+            max_holdout=self.model_max_holdout,
+            max_epochs=self.model_max_epochs,
+            patience=self.model_patience,
+            loss=loss,
+            weight_decay=self.model_weight_decay,
+            owner=owner,
+        )
 
     def _create_aliases(self) -> None:
         super()._create_aliases()
