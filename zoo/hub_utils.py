@@ -8,6 +8,12 @@ same name as the run folder ``logs/<algo>/<EnvName>_<N>/``. So ``sb3_mb/Cartpole
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 #: Files of the repository that the zoo deserialises with code execution: the SB3 zip (its ``data`` holds
 #: cloudpickled objects), VecNormalize statistics (pickle) and rl-zoo3's ``config.yml`` / ``args.yml``
 #: (``yaml.UnsafeLoader``, python-object tags; ``normalize`` is even ``eval``-ed).
@@ -39,3 +45,40 @@ def repo_id(organization: str, algo: str, env_id: str, repo_name: str | None = N
 def required_files(algo: str, env_id: str) -> tuple[str, ...]:
     """The files a zoo repository must hold (rl-zoo3's load_from_hub needs the same four)."""
     return (f"{model_name(algo, env_id)}.zip", "config.yml", "args.yml", "env_kwargs.yml")
+
+
+#: Files of a run whose bytes decide how its agent acts; their SHA-256 is the agent's fingerprint.
+FINGERPRINT_FILES = ("config.yml", "args.yml", "vecnormalize.pkl")
+
+
+def agent_fingerprint(model_path: str | os.PathLike, config_folder: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the model zip and of the run's ``config.yml``, ``args.yml`` and ``vecnormalize.pkl``
+    (those that exist in ``config_folder``), each prefixed by its name: two runs with the same fingerprint
+    hold the same agent (same weights, same environment settings and normalisation). Reads bytes only;
+    nothing is unpickled. Written by push-to-hub into ``results.json`` as ``agent_sha256``.
+    """
+    digest = hashlib.sha256()
+    paths = [("model.zip", Path(model_path))]
+    paths += [(name, Path(config_folder) / name) for name in FINGERPRINT_FILES]
+    for name, path in paths:
+        if path.is_file():
+            digest.update(f"{name}\0{path.stat().st_size}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def published_results(target: str) -> dict[str, Any] | None:
+    """The ``results.json`` of the Hub repository ``target``, or ``None`` if the repository or the file does
+    not exist. JSON only: nothing of the repository is unpickled.
+
+    :raises huggingface_hub.errors.HfHubHTTPError: any other error of the Hub (no network, bad token...).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = hf_hub_download(repo_id=target, filename="results.json")
+    except (RepositoryNotFoundError, EntryNotFoundError):
+        return None
+    with open(path) as file:
+        return json.load(file)

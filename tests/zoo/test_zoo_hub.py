@@ -4,15 +4,18 @@ Hub on 127.0.0.1) -> load (refused untrusted, then trusted, then offline from th
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
 from datetime import datetime
 from pathlib import Path
 
+import gymnasium
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import yaml
 from hub_server import FakeHub
 from huggingface_hub import ModelCard, constants
 
@@ -37,8 +40,19 @@ CASES = {
 }
 
 
+# A phrase of the title of each algorithm's paper, which its model card cites.
+PAPERS = {
+    "mbpo": "When to Trust Your Model: Model-Based Policy Optimization",
+    "planet": "Learning Latent Dynamics for Planning from Pixels",
+    "gammamve": "Generative Temporal Difference Learning for Infinite-Horizon Prediction",
+    "steve": "Sample-Efficient Reinforcement Learning with Stochastic Ensemble Value Expansion",
+    "worldmodels": "title   = {World Models}",
+    "worldmodelsppo": "title   = {World Models}",
+}
+
+
 def test_every_registered_algorithm_goes_through_the_hub_chain():
-    assert set(CASES) == set(sb3_mb.list_algorithms())
+    assert set(CASES) == set(sb3_mb.list_algorithms()) == set(PAPERS)
 
 
 def _params(algo: str) -> list[str]:
@@ -130,6 +144,8 @@ def test_record_push_load_enjoy(algo, tmp_path, monkeypatch, capsys, hub):
         "is_deterministic",
         "n_eval_episodes",
         "eval_datetime",
+        "seed",
+        "agent_sha256",
     }
     assert results["n_eval_episodes"] == 2 and results["is_deterministic"] is True
     assert np.isfinite(results["mean_reward"]) and results["std_reward"] >= 0
@@ -148,12 +164,18 @@ def test_record_push_load_enjoy(algo, tmp_path, monkeypatch, capsys, hub):
         f"zoo.load_from_hub --algo {algo} --env {env_id} -orga {ORGANIZATION} -f logs/ --trust-pickle"
     )
     assert load_command in card.text and f"python -m zoo.enjoy --algo {algo} --env {env_id}" in card.text
+    assert dry["evaluation_curve.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    _check_card(dry["README.md"], results, algo, env_id, run)
 
     # push-to-hub: create_repo + upload_folder, every file a regular (base64) one in one commit.
     cli.main([*push, "-m", "Upload the agent"])
     repo = f"{ORGANIZATION}/{name}"
     assert [summary for _, summary in hub.commits[repo]] == ["Upload the agent"]
     assert set(hub.repos[repo]) == set(dry)
+    # The card pushed to the Hub shows each part (the second push evaluated the agent again).
+    assert hub.repos[repo]["evaluation_curve.png"] == dry["evaluation_curve.png"]
+    pushed_results = json.loads(hub.repos[repo]["results.json"])
+    _check_card(hub.repos[repo]["README.md"], pushed_results, algo, env_id, run)
     assert hub.repos[repo][f"{name}.zip"] == model_zip and hub.repos[repo]["config.yml"] == dry["config.yml"]
     assert ("POST", f"/api/models/{repo}/preupload/main") in hub.requests
 
@@ -194,6 +216,43 @@ def test_record_push_load_enjoy(algo, tmp_path, monkeypatch, capsys, hub):
     out = capsys.readouterr().out
     assert f"Loading logs/{algo}/{env_name}_3/{env_name}.zip" in out
     assert "1 Episodes" in out and "Mean reward:" in out
+
+
+def _check_card(readme: bytes, results: dict, algo: str, env_id: str, run: Path) -> None:
+    """The model card shows the evaluation curve beside it, the results table (the pushed evaluation and the
+    last one of training), the hyperparameters, the env's spaces and the paper's BibTeX; its model-index
+    carries the pushed evaluation."""
+    card = ModelCard(readme.decode())
+    (model_index,) = card.data.to_dict()["model-index"]
+    assert model_index["results"][0]["metrics"][0]["value"] == (
+        f"{results['mean_reward']:.2f} +/- {results['std_reward']:.2f}"
+    )
+    class_name = model_index["name"]
+    assert f"![Evaluation curve of {class_name} on {env_id}](evaluation_curve.png)" in card.text
+    env_name = env_id.replace("/", "-")
+    with zipfile.ZipFile(run / f"{env_name}.zip") as archive:
+        n_steps = json.loads(archive.read("data"))["num_timesteps"]  # the model's own count
+    with np.load(run / "evaluations.npz") as evaluations:
+        last, evaluated_at = evaluations["results"][-1], int(evaluations["timesteps"][-1])
+    assert (
+        f"| `evaluate_policy` at upload (seed 0) | {n_steps} | 2 | deterministic "
+        f"| {results['mean_reward']:.2f} | {results['std_reward']:.2f} |"
+    ) in card.text
+    assert (
+        f"| last `EvalCallback` evaluation of training | {evaluated_at} | {len(last)} | deterministic "
+        f"| {np.mean(last):.2f} | {np.std(last):.2f} |"
+    ) in card.text
+    hyperparameters = card.text.split("## Hyperparameters")[1].split("##")[0]
+    with open(run / env_name / "config.yml") as file:
+        config = yaml.load(file, Loader=yaml.UnsafeLoader)
+    shown = set(re.findall(r"^[{ ]'(\w+)': ", hyperparameters, re.MULTILINE))
+    # Every entry of config.yml (env_kwargs have their own section); rl-zoo3 adds "normalize" when loading.
+    assert shown - {"normalize"} == set(config) - {"normalize_kwargs", "env_kwargs", "normalize"}
+    probe = gymnasium.make(env_id)
+    assert f"- Observation space: `{probe.observation_space}`" in card.text
+    assert f"- Action space: `{probe.action_space}`" in card.text
+    probe.close()
+    assert "```bibtex\n@" in card.text and PAPERS[algo] in card.text
 
 
 def test_load_from_hub_names_what_a_foreign_repository_lacks(tmp_path, monkeypatch, hub):
