@@ -1,5 +1,6 @@
 """Density and value maps of a γ-model (spec 1.5; Janner et al. 2020, Fig. 3 and Sec. 5), as arrays, as
-matplotlib figures, and through SB3's logger.
+matplotlib figures, and through SB3's logger: as figures (:func:`log_maps`) and as a video over training
+(:class:`MapVideoCallback`).
 
 Generic functions take states and queries in observation units; the Pendulum helpers build the release's
 grids: 3 × 3 conditioning states (θ ∈ {π/2, π, 3π/2} × θ̇ ∈ {−4, 0, 4}, θ = 0 upright) and a 41 × 41 query
@@ -13,11 +14,14 @@ from collections.abc import Callable
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_mb.gammamodels.gamma_model import GammaModel, PolicyFn, policy_function
 
 __all__ = [
+    "MapVideoCallback",
     "density_map",
+    "figure_frame",
     "log_maps",
     "pendulum_grid",
     "pendulum_monte_carlo_values",
@@ -166,3 +170,88 @@ def log_maps(logger, model: GammaModel, policy: PolicyFn, step: int) -> None:
     )
     logger.record("gamma_model/value_map", Figure(plot_value_map(model, policy), close=True), exclude=exclude)
     logger.dump(step)
+
+
+def figure_frame(fig) -> np.ndarray:
+    """A matplotlib figure drawn to an RGB frame ``(H, W, 3)`` uint8 (pixels of its size × dpi); the figure is
+    closed."""
+    import matplotlib.pyplot as plt
+
+    fig.canvas.draw()
+    frame = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return frame
+
+
+class MapVideoCallback(BaseCallback):
+    """The density (or value) map of a γ-model on Pendulum as a video over training, through SB3's logger.
+
+    Every ``every`` env steps (and at the end of training) the map of the model as it is then
+    (:func:`plot_density_maps`: the 3 × 3 panels; or :func:`plot_value_map`) becomes one frame, and all frames
+    so far are recorded as one :class:`~stable_baselines3.common.logger.Video` ``(1, T, 3, H, W)`` uint8 under
+    ``gamma_model/density_video`` (``gamma_model/value_video``), then the logger is dumped at the step
+    (TensorBoard shows the video; the text formats leave it out). ``frames`` keeps the ``(H, W, 3)`` frames
+    and ``frame_steps`` their env steps. The release shows the maps as figures only; the video is the issue's.
+
+    :param every: env steps between frames (``num_timesteps`` multiples).
+    :param kind: ``"density"`` or ``"value"``.
+    :param gamma_model: the γ-model (default: the algorithm's ``gamma_model``, as :class:`GammaMVE` has).
+    :param policy: the policy whose maps they are (default: the algorithm's ``policy``, deterministic).
+    :param n: query-grid side (density: ``n × n`` queries per panel; value: ``n × n`` states).
+    :param fps: frames per second of the video.
+    :param dpi: figure resolution (frame size: the figure's inches × dpi).
+    :raises ValueError: for ``every < 1`` or an unknown ``kind``; at training start if there is no γ-model.
+    """
+
+    def __init__(
+        self,
+        every: int = 1000,
+        kind: str = "density",
+        gamma_model: GammaModel | None = None,
+        policy: PolicyFn | None = None,
+        n: int = 41,
+        fps: float = 2.0,
+        dpi: int = 40,
+        verbose: int = 0,
+    ):
+        super().__init__(verbose)
+        if every < 1 or kind not in ("density", "value"):
+            raise ValueError(f"need every >= 1 and kind 'density' or 'value'; got {every}, {kind!r}")
+        self.every, self.kind, self.gamma_model, self.map_policy = every, kind, gamma_model, policy
+        self.n, self.fps, self.dpi = n, fps, dpi
+        self.frames: list[np.ndarray] = []
+        self.frame_steps: list[int] = []
+
+    def _on_training_start(self) -> None:
+        if self.gamma_model is None:
+            self.gamma_model = getattr(self.model, "gamma_model", None)
+        if not isinstance(self.gamma_model, GammaModel):
+            raise ValueError("MapVideoCallback needs a GammaModel: pass gamma_model or train a GammaMVE")
+        if self.map_policy is None:
+            self.map_policy = self.model.policy
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.every == 0:
+            self.add_frame()
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.frame_steps or self.frame_steps[-1] != self.num_timesteps:
+            self.add_frame()
+
+    def add_frame(self) -> None:
+        """Draw the map now, append it to ``frames`` and record the video of all frames."""
+        from stable_baselines3.common.logger import Video
+
+        if self.kind == "density":
+            fig = plot_density_maps(self.gamma_model, self.map_policy, self.n)
+        else:
+            fig = plot_value_map(self.gamma_model, self.map_policy, self.n)
+        fig.set_dpi(self.dpi)
+        fig.suptitle(f"step {self.num_timesteps}", fontsize=8)
+        self.frames.append(figure_frame(fig))
+        self.frame_steps.append(self.num_timesteps)
+        video = th.from_numpy(np.stack(self.frames)).permute(0, 3, 1, 2)[None]  # (1, T, 3, H, W)
+        exclude = ("stdout", "log", "json", "csv")
+        self.logger.record(f"gamma_model/{self.kind}_video", Video(video, fps=self.fps), exclude=exclude)
+        self.logger.dump(self.num_timesteps)
