@@ -1,14 +1,28 @@
-"""γ-MVE against SB3's SAC (and MBPO) on one env at a CPU budget (issue 13): env steps to a return threshold.
+"""γ-MVE against SB3's SAC and MBPO on one env at a CPU budget (issue 13): env steps to a return threshold.
 
 Every ``--eval-every`` env steps each agent is evaluated over ``--eval-episodes`` deterministic episodes
 (``evaluate_policy``, a separate env seeded 100 + seed). γ-MVE and MBPO take the zoo's entry for the env
-(``hyperparams/gammamve.yml``, ``hyperparams/mbpo.yml``); SAC SB3's defaults with the same
-``learning_starts`` as γ-MVE's entry.
+(``hyperparams/gammamve.yml``, ``hyperparams/mbpo.yml``), γ-MVE's with ``--override`` laid over it; SAC
+SB3's defaults with the same ``learning_starts`` as γ-MVE's entry.
 
-Usage::
+``--mbpo-session`` replaces MBPO's entry by a reduced MBPO that fits a CPU session (:data:`MBPO_SESSION`,
+the settings of ``mbpo_vagram_hopper.py``'s session budget: 1000 random steps, epochs of 250 steps, rollouts
+of length 1, 100 rollouts per step, model data ramped to 95 % over 4 epochs, 5 SAC updates per step on
+``[256, 256]``, the default 7 × (4 × 200) NLL ensemble); ``--mbpo-override`` is laid over either. MBPO's
+Hopper-v5 entry (20 SAC updates per step on ``[1024, 1024]``, 10 000 random steps) is the paper's.
+
+Usage (session budgets)::
 
     OMP_NUM_THREADS=1 python benchmarks/gamma_mve_learning.py --algos gammamve sac --env Pendulum-v1 \
         --seeds 0 1 2 --steps 6000 --eval-every 1000 --threshold -400 [--override '{"model_gamma": 0.5}']
+    OMP_NUM_THREADS=1 python benchmarks/gamma_mve_learning.py --algos sac gammamve mbpo --env Hopper-v5 \
+        --seeds 0 1 2 --steps 5000 --eval-every 1000 --eval-episodes 3 --threshold 250 --mbpo-session
+
+The paper-scale budget (not run): the zoo entries as they are (MBPO's paper settings) for the 250 000 steps
+of their ``n_timesteps``::
+
+    python benchmarks/gamma_mve_learning.py --algos sac gammamve mbpo --env Hopper-v5 --seeds 0 1 2 \
+        --steps 250000 --eval-every 5000 --eval-episodes 10 --threshold 1000 --device cuda
 
 Results: merged into ``benchmarks/results/gamma_mve_learning_<env>.json`` keyed by (algo, tag, seed).
 """
@@ -32,6 +46,20 @@ from zoo.hyperparams import load_hyperparams
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
+#: MBPO reduced to a CPU session (``mbpo_vagram_hopper.py`` without ``--paper``), laid over nothing.
+MBPO_SESSION = dict(
+    learning_starts=1000,
+    epoch_length=250,
+    model_train_freq=250,
+    rollout_schedule=(0, 1, 1, 1),
+    model_data_ratio_schedule=(0, 4, 0.0, 0.95),
+    gradient_steps=5,
+    target_entropy=-1.0,
+    n_rollouts_per_step=100,
+    model_max_epochs=50,
+    policy_kwargs=dict(net_arch=[256, 256]),
+)
+
 
 class EvalEvery(BaseCallback):
     """Mean deterministic return every ``every`` env steps, into ``curve``."""
@@ -48,13 +76,20 @@ class EvalEvery(BaseCallback):
         return True
 
 
-def make_model(algo: str, env_id: str, seed: int, override: dict):
-    env = make_vec_env(env_id, n_envs=1, seed=seed)
+def algo_kwargs(algo: str, env_id: str, args: argparse.Namespace) -> dict:
+    """The constructor arguments of ``algo`` for this run (module docstring)."""
     if algo == "sac":
-        starts = load_hyperparams("gammamve", env_id).get("learning_starts", 100)
-        return SAC("MlpPolicy", env, seed=seed, learning_starts=starts, **override)
-    kwargs = {**load_hyperparams(algo, env_id), **override}
-    return sb3_mb.get_algorithm(algo)("MlpPolicy", env, seed=seed, **kwargs)
+        return {"learning_starts": load_hyperparams("gammamve", env_id).get("learning_starts", 100)}
+    if algo == "mbpo":
+        base = dict(MBPO_SESSION) if args.mbpo_session else load_hyperparams("mbpo", env_id)
+        return {**base, **json.loads(args.mbpo_override)}
+    return {**load_hyperparams(algo, env_id), **json.loads(args.override)}
+
+
+def make_model(algo: str, env_id: str, seed: int, kwargs: dict, device: str = "auto"):
+    env = make_vec_env(env_id, n_envs=1, seed=seed)
+    cls = SAC if algo == "sac" else sb3_mb.get_algorithm(algo)
+    return cls("MlpPolicy", env, seed=seed, device=device, **kwargs)
 
 
 def main() -> None:
@@ -66,16 +101,19 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=-400.0)
-    parser.add_argument("--override", default="{}")
+    parser.add_argument("--override", default="{}", help="JSON laid over γ-MVE's zoo entry")
+    parser.add_argument("--mbpo-session", action="store_true", help="MBPO_SESSION instead of MBPO's entry")
+    parser.add_argument("--mbpo-override", default="{}", help="JSON laid over MBPO's settings")
     parser.add_argument("--tag", default="default")
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     th.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    override = json.loads(args.override)
     path = os.path.join(RESULTS, f"gamma_mve_learning_{args.env.replace('/', '-')}.json")
     runs = json.load(open(path))["runs"] if os.path.exists(path) else []
     for algo in args.algos:
         for seed in args.seeds:
-            model = make_model(algo, args.env, seed, override if algo != "sac" else {})
+            kwargs = algo_kwargs(algo, args.env, args)
+            model = make_model(algo, args.env, seed, kwargs, args.device)
             callback = EvalEvery(
                 make_vec_env(args.env, n_envs=1, seed=100 + seed), args.eval_every, args.eval_episodes
             )
@@ -90,7 +128,10 @@ def main() -> None:
                 "steps_to_threshold": reached[0] if reached else None,
                 "threshold": args.threshold,
                 "wall_s": time.perf_counter() - start,
-                "override": override if algo != "sac" else {},
+                "override": json.loads(args.override) if algo == "gammamve" else {},
+                "kwargs": {k: v for k, v in kwargs.items() if k != "policy_kwargs"}
+                | {"policy_kwargs": str(kwargs.get("policy_kwargs"))},
+                "n_timesteps": args.steps,
             }
             runs = [r for r in runs if (r["algo"], r["tag"], r["seed"]) != (algo, args.tag, seed)] + [run]
             os.makedirs(RESULTS, exist_ok=True)
