@@ -38,16 +38,8 @@ from typing import Any
 
 import numpy as np
 
-# scripts/ is not a package: run as ``python scripts/all_plots.py``, this folder is on sys.path.
-from plot_train import env_folder_name, run_folders
-
-
-def find_evaluations(exp_folder: str, algo: str, env_id: str) -> list[str]:
-    """Paths of ``<exp_folder>/<algo>/<EnvId>_<N>/evaluations.npz`` that exist, sorted by ``N``."""
-    if not os.path.isdir(os.path.join(exp_folder, algo)):
-        return []
-    paths = [os.path.join(folder, "evaluations.npz") for folder in run_folders(exp_folder, algo, env_id)]
-    return [path for path in paths if os.path.isfile(path)]
+# The readers of the zoo's log layout, shared with plot_train.py, benchmark.py and compile_scores.py.
+from sb3_mb.common.scores import env_folder_name, find_evaluations, read_evaluations
 
 
 def merge_runs(
@@ -67,11 +59,7 @@ def merge_runs(
     """
     runs, left_out = [], []
     for path in paths:
-        with np.load(path) as archive:
-            if key not in archive:
-                raise KeyError(f"{path} has no array {key!r} (it holds {sorted(archive.files)})")
-            timesteps = np.asarray(archive["timesteps"])
-            values = np.asarray(archive[key], dtype=np.float64).reshape(len(timesteps), -1)
+        timesteps, values = read_evaluations(path, key)
         keep = timesteps <= max_timesteps
         if keep.any():
             runs.append((path, timesteps[keep], values[keep]))

@@ -41,8 +41,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-# scripts/ is not a package: run as ``python scripts/benchmark.py``, this folder is on sys.path.
-from plot_train import env_folder_name
+# The readers of the zoo's log layout, shared with plot_train.py, all_plots.py and compile_scores.py.
+from sb3_mb.common.scores import env_folder_name
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = [

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+# The readers of the zoo's log layout, shared with all_plots.py, benchmark.py and compile_scores.py.
+from sb3_mb.common.scores import env_folder_name, run_folders
 
 X_AXES = {
     "steps": ("timesteps", "Timesteps"),
@@ -57,28 +59,6 @@ class Curve:
     x: np.ndarray
     y: np.ndarray
     n_episodes: int
-
-
-def env_folder_name(env_id: str) -> str:
-    """The folder name the zoo uses for ``env_id`` (huggingface_sb3's ``EnvironmentName``: ``/`` -> ``-``)."""
-    return env_id.replace("/", "-")
-
-
-def run_folders(exp_folder: str, algo: str, env_id: str) -> list[str]:
-    """Every ``<exp_folder>/<algo>/<EnvId>_<N>`` folder, sorted by ``N``.
-
-    :raises FileNotFoundError: ``<exp_folder>/<algo>`` is not a folder.
-    """
-    algo_folder = os.path.join(exp_folder, algo)
-    if not os.path.isdir(algo_folder):
-        raise FileNotFoundError(f"no folder {algo_folder!r} (expected <exp-folder>/<algo>/<EnvId>_<N>/)")
-    pattern = re.compile(rf"^{re.escape(env_folder_name(env_id))}_(\d+)$")
-    found = []
-    for entry in os.scandir(algo_folder):
-        match = pattern.match(entry.name)
-        if match and entry.is_dir():
-            found.append((int(match.group(1)), entry.path))
-    return [path for _, path in sorted(found)]
 
 
 def load_curves(
