@@ -10,6 +10,7 @@ Third-party packages add an algorithm without forking by declaring an entry poin
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -32,6 +33,11 @@ class AlgoSpec:
     :param test_policy: policy alias the shared tests build with (``"CnnPolicy"`` for image-only methods).
     :param test_kwargs: constructor arguments that make a test run take seconds, not minutes.
     :param test_timesteps: ``learn`` budget of the shared tests (env steps), past any warm-up.
+    :param test_variants: settings of the same class that also go through the shared save/load and
+        seeded-determinism tests (e.g. PlaNet's transition models): ``{variant: overrides}``, the overrides
+        merged into ``test_kwargs`` (``policy_kwargs`` key by key) by :meth:`variant`; an override
+        ``test_timesteps`` replaces the budget. Variants are not algorithms: ``list_algorithms`` and the zoo
+        do not see them.
     """
 
     name: str
@@ -42,10 +48,32 @@ class AlgoSpec:
     test_policy: str = "MlpPolicy"
     test_kwargs: dict[str, Any] = field(default_factory=dict)
     test_timesteps: int = 200
+    test_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def load_class(self) -> type:
         module_name, _, class_name = self.class_path.partition(":")
         return getattr(importlib.import_module(module_name), class_name)
+
+    def variant(self, name: str) -> AlgoSpec:
+        """This spec with the test variant ``name`` applied, named ``"<algo>[<name>]"``, without variants.
+
+        :raises KeyError: no test variant of that name (the message lists them).
+        """
+        if name not in self.test_variants:
+            raise KeyError(
+                f"{self.name} has no test variant {name!r}; variants: {sorted(self.test_variants)}"
+            )
+        overrides = dict(self.test_variants[name])
+        timesteps = overrides.pop("test_timesteps", self.test_timesteps)
+        kwargs = {**self.test_kwargs, **overrides}
+        if "policy_kwargs" in overrides:
+            kwargs["policy_kwargs"] = {
+                **self.test_kwargs.get("policy_kwargs", {}),
+                **overrides["policy_kwargs"],
+            }
+        return dataclasses.replace(
+            self, name=f"{self.name}[{name}]", test_kwargs=kwargs, test_timesteps=timesteps, test_variants={}
+        )
 
 
 # Built-in algorithms. A method joins the shared tests by adding one line here.
@@ -97,6 +125,23 @@ _BUILTIN: list[AlgoSpec] = [
             ),
         ),
         test_timesteps=300,
+        # The transition models of the paper's ablations and of Rose's fork (sb3_mb.planet.transition), each
+        # trained for one seed episode (200 steps), its model updates and a few planned steps.
+        test_variants={
+            name: dict(test_timesteps=204, **overrides)
+            for name, overrides in dict(
+                ssm=dict(policy_kwargs=dict(transition_model="ssm")),
+                mean_only=dict(policy_kwargs=dict(mean_only=True)),
+                rssm_ma=dict(policy_kwargs=dict(transition_model="rssm_ma")),
+                clockwork=dict(policy_kwargs=dict(belief_size=(8, 8), state_size=(4, 4), cw_tau=(1, 3))),
+                cell_as_prior=dict(
+                    cell_as_prior=0.1,
+                    overshooting_distance=4,
+                    policy_kwargs=dict(belief_size=(8, 8), state_size=(4, 4), cw_tau=(1, 3)),
+                ),
+                tap=dict(policy_kwargs=dict(tap_cell="rssm")),
+            ).items()
+        },
     ),
     AlgoSpec(
         "steve",
@@ -204,6 +249,27 @@ def _load_entry_points() -> None:
                 f"sb3_mb.AlgoSpec, got {type(spec).__name__}"
             )
         ALGOS.setdefault(spec.name, spec)
+
+
+def list_test_variants() -> list[str]:
+    """``"<algo>[<variant>]"`` for every test variant of every registered algorithm
+    (:meth:`AlgoSpec.variant`)."""
+    return [
+        f"{name}[{variant}]" for name in list_algorithms() for variant in sorted(ALGOS[name].test_variants)
+    ]
+
+
+def get_test_spec(name: str) -> AlgoSpec:
+    """The spec of ``"<algo>"`` or of its test variant ``"<algo>[<variant>]"``.
+
+    :raises KeyError: an unknown algorithm or variant.
+    """
+    _load_entry_points()
+    algo, _, variant = name.partition("[")
+    if algo.lower() not in ALGOS:
+        raise KeyError(f"Unknown algorithm {algo!r}; registered algorithms: {', '.join(sorted(ALGOS))}")
+    spec = ALGOS[algo.lower()]
+    return spec.variant(variant.rstrip("]")) if variant else spec
 
 
 def list_algorithms() -> list[str]:

@@ -9,9 +9,13 @@ arguments and a learn budget. Checks that cannot apply to a method are skipped w
 - the float64-observation check and the non-finite observation for image test envs (uint8 frames: no
   float64 images, no NaN / inf in a frame).
 
+Its ``test_variants`` (e.g. PlaNet's transition models, ``planet[ssm]``) go through the first two checks too.
+
 Contract checked here:
-- ``save`` / ``load`` round trip gives identical deterministic predictions (and identical parameters);
-- two runs with the same seed learn identical parameters and predictions;
+- ``save`` / ``load`` round trip gives identical deterministic predictions (and identical parameters), for
+  every algorithm and test variant;
+- two runs with the same seed learn identical parameters and predictions, and another seed differs (every
+  algorithm and test variant);
 - ``predict`` on a single and on a vectorised observation, with and without a recurrent ``state`` and
   ``episode_start`` (RecurrentPPO's contract for stateful agents);
 - ``evaluate_policy`` and ``EvalCallback`` work unchanged;
@@ -46,9 +50,11 @@ from stable_baselines3.common.vec_env import VecTransposeImage
 
 import sb3_mb
 from sb3_mb.common.buffers import EpisodeReplayBuffer
-from sb3_mb.registry import ALGOS
+from sb3_mb.registry import ALGOS, get_test_spec, list_test_variants
 
 ALGO_NAMES = sb3_mb.list_algorithms()
+# Algorithms and their test variants ("planet[ssm]"): the save / load and seeded-determinism tests.
+SPEC_NAMES = ALGO_NAMES + list_test_variants()
 
 
 def test_at_least_one_algorithm_is_registered():
@@ -58,6 +64,11 @@ def test_at_least_one_algorithm_is_registered():
 @pytest.fixture(params=ALGO_NAMES)
 def spec(request):
     return ALGOS[request.param]
+
+
+@pytest.fixture(params=SPEC_NAMES)
+def spec_or_variant(request):
+    return get_test_spec(request.param)
 
 
 def _make_model(spec, seed=0, env=None, **overrides):
@@ -108,7 +119,8 @@ def _get_module(model, dotted):
     return obj
 
 
-def test_save_load_identical_predictions(spec, tmp_path):
+def test_save_load_identical_predictions(spec_or_variant, tmp_path):
+    spec = spec_or_variant
     model = _trained(spec)
     before = _rollout_actions(model)
     params = _flat_params(model)
@@ -127,7 +139,8 @@ def test_save_load_identical_predictions(spec, tmp_path):
         )
 
 
-def test_seeded_runs_are_identical(spec):
+def test_seeded_runs_are_identical(spec_or_variant):
+    spec = spec_or_variant
     first, second = _trained(spec, seed=3), _trained(spec, seed=3)
     np.testing.assert_array_equal(_rollout_actions(first), _rollout_actions(second))
     p1, p2 = _flat_params(first), _flat_params(second)

@@ -48,3 +48,33 @@ def test_entry_point_of_wrong_type_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(registry, "ALGOS", dict(registry.ALGOS))
     with pytest.raises(TypeError, match="AlgoSpec"):
         registry.list_algorithms()
+
+
+def test_test_variants_merge_into_the_spec_and_are_not_algorithms():
+    spec = AlgoSpec(
+        "algo",
+        "stable_baselines3:SAC",
+        test_kwargs=dict(batch_size=4, policy_kwargs=dict(a=1, b=2)),
+        test_timesteps=300,
+        test_variants=dict(small=dict(test_timesteps=50, gamma=0.5, policy_kwargs=dict(b=3))),
+    )
+    small = spec.variant("small")
+    assert small.name == "algo[small]" and small.test_timesteps == 50 and small.test_variants == {}
+    assert small.test_kwargs == dict(batch_size=4, gamma=0.5, policy_kwargs=dict(a=1, b=3))
+    assert spec.test_kwargs == dict(batch_size=4, policy_kwargs=dict(a=1, b=2))  # the base is unchanged
+    with pytest.raises(KeyError, match="variants: \\['small'\\]"):
+        spec.variant("large")
+
+    variants = registry.list_test_variants()
+    assert {"planet[ssm]", "planet[mean_only]", "planet[rssm_ma]", "planet[clockwork]", "planet[tap]"} <= set(
+        variants
+    )
+    assert "planet[cell_as_prior]" in variants
+    assert not set(variants) & set(registry.list_algorithms())
+    tap = registry.get_test_spec("planet[tap]")
+    assert tap.test_kwargs["policy_kwargs"]["tap_cell"] == "rssm"
+    assert (
+        tap.test_kwargs["policy_kwargs"]["belief_size"]
+        == registry.ALGOS["planet"].test_kwargs["policy_kwargs"]["belief_size"]
+    )
+    assert registry.get_test_spec("planet") is registry.ALGOS["planet"]
