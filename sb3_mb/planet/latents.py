@@ -3,7 +3,9 @@
 ``collect_latents`` runs the agent in a dm_control task and records, per agent step, the posterior sample,
 the posterior mean and the belief of the :class:`~sb3_mb.planet.PlaNetState` returned by ``predict``,
 beside the true physical state (MuJoCo's ``qpos`` and ``qvel``); ``linear_probe_r2`` fits a least-squares
-map from latents to that state and reports R² per state dimension on held-out steps.
+map from latents to that state and reports R² per state dimension on held-out steps;
+``LatentProbeCallback`` runs both during training and logs ``train/probe_r2_belief`` and
+``train/probe_r2_posterior``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 
 
 def _physics_of(env: gymnasium.Env) -> Any:
@@ -141,3 +144,93 @@ def linear_probe_r2(
     total = ((targets[test] - targets[test].mean(axis=0)) ** 2).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(total > 0, 1.0 - residual / np.where(total > 0, total, 1.0), np.nan)
+
+
+class LatentProbeCallback(BaseCallback):
+    """Log how well PlaNet's latents linearly predict the true physical state, periodically during training.
+
+    Every ``probe_freq`` calls (env steps of the vectorised training env, as ``EvalCallback``'s
+    ``eval_freq``), :func:`collect_latents` runs the agent for ``n_episodes`` episodes of ``probe_env`` (reset
+    with ``seed`` first, so every probe sees the same episodes), and :func:`linear_probe_r2` fits a linear map
+    from each latent to ``physical_state`` (``qpos``, ``qvel``); the mean R² over the state dimensions
+    (``nanmean``: a dimension constant on the held-out steps is left out) is recorded through SB3's logger:
+
+    - ``train/probe_r2_belief``: from the belief ``h_t`` (not recorded for a model without one, the SSM);
+    - ``train/probe_r2_posterior``: from the posterior mean of ``s_t``;
+    - ``train/probe_steps``: the agent steps probed.
+
+    The global RNGs (``random``, NumPy, torch) are restored after each probe, so a run with the probe
+    learns exactly what it learns without it. The same probe as Rose's fork's ``collect_latents`` analysis
+    (spec ``planet.md`` 3.2), in the manner of the paper's Sec. 5 discussion of what the latents hold.
+
+    With the zoo, in ``hyperparams/planet.yml``::
+
+        callback:
+          - sb3_mb.planet.latents.LatentProbeCallback:
+              probe_env: sb3_mb/CartpoleBalance-v0
+              probe_freq: 5000
+
+    :param probe_env: a dm_control env (one, not vectorised), or its registered id (``gymnasium.make``).
+    :param probe_freq: probe every this many calls; at least 1.
+    :param n_episodes: episodes per probe, at least 1; they need more than 1 step in all (the probe holds
+        out a share ``holdout`` of the steps).
+    :param holdout: share of the steps the probe is scored on (:func:`linear_probe_r2`).
+    :param seed: seed of the probe env's reset and of the probe's shuffle.
+    :param verbose: 1 prints each probe's R².
+    :raises ValueError: ``probe_freq`` or ``n_episodes`` below 1; at the first probe, an env that is not a
+        dm_control task (:func:`collect_latents`).
+    """
+
+    def __init__(
+        self,
+        probe_env: gymnasium.Env | str,
+        probe_freq: int = 10_000,
+        n_episodes: int = 1,
+        holdout: float = 0.2,
+        seed: int = 0,
+        verbose: int = 0,
+    ):
+        super().__init__(verbose)
+        if probe_freq < 1 or n_episodes < 1:
+            raise ValueError(
+                f"LatentProbeCallback: probe_freq and n_episodes must be at least 1, got {probe_freq} and "
+                f"{n_episodes}"
+            )
+        self.probe_env = gymnasium.make(probe_env) if isinstance(probe_env, str) else probe_env
+        self.probe_freq, self.n_episodes, self.holdout, self.seed = probe_freq, n_episodes, holdout, seed
+        self.last_r2: dict[str, float] = {}
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.probe_freq == 0:
+            self.probe()
+        return True
+
+    def probe(self) -> dict[str, float]:
+        """Run one probe now, record and return ``{"belief": R², "posterior": R², "steps": n}``."""
+        import random
+
+        import torch as th
+
+        # The global RNGs SB3 seeds (set_random_seed), restored so that probing changes no training draw.
+        rng_states = random.getstate(), np.random.get_state(), th.get_rng_state()  # noqa: NPY002
+        try:
+            self.probe_env.reset(seed=self.seed)
+            data = collect_latents(self.model, self.probe_env, self.n_episodes)
+        finally:
+            random.setstate(rng_states[0])
+            np.random.set_state(rng_states[1])  # noqa: NPY002
+            th.set_rng_state(rng_states[2])
+        targets = data["physical_state"]
+        results: dict[str, float] = {}
+        for name, key in (("belief", "belief"), ("posterior", "posterior_mean")):
+            if data[key].shape[1] == 0:
+                continue
+            r2 = linear_probe_r2(data[key], targets, self.holdout, self.seed)
+            results[name] = float(np.nanmean(r2)) if np.isfinite(r2).any() else float("nan")
+            self.logger.record(f"train/probe_r2_{name}", results[name])
+        results["steps"] = len(targets)
+        self.logger.record("train/probe_steps", len(targets))
+        if self.verbose >= 1:
+            print(f"Latent probe at {self.num_timesteps} steps: R2 {results}")
+        self.last_r2 = results
+        return results

@@ -1,14 +1,17 @@
-"""Latent dumps and the linear probe: the probe's rule on known maps, and a short dump on cartpole."""
+"""Latent dumps and the linear probe: the probe's rule on known maps, a short dump on cartpole, and the probe
+logged during training (LatentProbeCallback)."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch as th
 from point_mass import PointMass
+from stable_baselines3.common.logger import KVWriter, Logger
 
 from sb3_mb import PlaNet
-from sb3_mb.planet.latents import collect_latents, linear_probe_r2
+from sb3_mb.planet.latents import LatentProbeCallback, collect_latents, linear_probe_r2
 
 TINY = dict(
     buffer_size=2000,
@@ -104,3 +107,50 @@ def test_collect_latents_needs_dm_control():
         collect_latents(model, env, n_episodes=1)
     with pytest.raises(ValueError, match="n_episodes"):
         collect_latents(model, env, n_episodes=0)
+
+
+class _Records(KVWriter):
+    """Keeps every value the logger dumps."""
+
+    def __init__(self):
+        self.dumps: list[dict] = []
+
+    def write(self, key_values, key_excluded, step=0):
+        self.dumps.append(dict(key_values))
+
+    def close(self):
+        pass
+
+
+def _cartpole(max_episode_steps=8):
+    return gym.make("sb3_mb/CartpoleBalance-v0", action_repeat=8, max_episode_steps=max_episode_steps)
+
+
+def _probed_run(probe_freq: int | None):
+    model = PlaNet("MlpPolicy", _cartpole(), seed=0, **TINY)
+    records = _Records()
+    model.set_logger(Logger(None, [records]))
+    callback = None
+    if probe_freq is not None:
+        callback = LatentProbeCallback(_cartpole(), probe_freq=probe_freq, n_episodes=2, seed=5)
+    model.learn(24, callback=callback, log_interval=1)
+    return model, records, callback
+
+
+def test_latent_probe_callback_logs_finite_r2_and_leaves_training_unchanged():
+    model, records, callback = _probed_run(probe_freq=12)
+    probed = [dump for dump in records.dumps if "train/probe_r2_belief" in dump]
+    assert probed, f"no probe logged; keys dumped: {sorted(set().union(*records.dumps))}"
+    for dump in probed:
+        assert np.isfinite(dump["train/probe_r2_belief"]) and np.isfinite(dump["train/probe_r2_posterior"])
+        assert dump["train/probe_steps"] == 16  # 2 episodes of 8 steps
+    assert callback.last_r2["belief"] <= 1.0 and callback.last_r2["posterior"] <= 1.0
+    # The probe restores the global RNGs and seeds its own env: training learns the same without it.
+    plain, plain_records, _ = _probed_run(probe_freq=None)
+    assert not any("train/probe_r2_belief" in dump for dump in plain_records.dumps)
+    for (name, a), b in zip(
+        model.policy.state_dict().items(), plain.policy.state_dict().values(), strict=True
+    ):
+        assert th.equal(a, b), f"{name} differs with the probe on"
+    with pytest.raises(ValueError, match="probe_freq"):
+        LatentProbeCallback(_cartpole(), probe_freq=0)
