@@ -33,6 +33,7 @@ from sb3_mb.common.checks import check_finite_gradients, check_finite_parameters
 from sb3_mb.common.dynamics import RewardModel
 from sb3_mb.common.ensemble import EnsembleMLP, EnsembleTrainer, EnsembleTrainResult
 from sb3_mb.common.model_env import ModelEnv
+from sb3_mb.common.sac_update import FusedSACUpdate, gradients_surely_finite
 from sb3_mb.common.spaces import check_flat_box_spaces
 from sb3_mb.common.symlog import SCALE_QUANTILE, fixed_scale, symexp, symlog
 from sb3_mb.common.symlog import reward_scale as quantile_reward_scale
@@ -132,6 +133,14 @@ class MBPO(SafeAlgorithmMixin, SAC):
     :param symlog_critic: SAC's critics regress ``symlog`` of their targets and the actor's per-state loss is
         divided by ``1 + |Q|`` (:meth:`_train_symlog_sac`); off (MBPO's SAC). Generic, after DreamerV3. The
         value-aware model losses then take the gradients of the critics' symlog outputs.
+    :param fused_update: SAC's updates run as :class:`~sb3_mb.common.sac_update.FusedSACUpdate`: SB3's
+        ``SAC.train`` (same losses, order, random numbers; parameters equal to float32 rounding) with fused
+        Adam, no critic weight gradients in the actor's backward pass and no per-update ``.item()`` (on by
+        default: faster than SB3's loop on one CPU thread, ``benchmarks/README.md``, MBPO speed). Off: SB3's
+        ``SAC.train`` itself. Ignored with gSDE or ``symlog_critic`` (their own loops).
+    :param compile: ``torch.compile`` the fused update's losses (with ``fused_update``). Off by default: on
+        one CPU thread the compiled update was slower than the eager fused one and its first call compiles
+        for 10-120 s (``benchmarks/README.md``, MBPO speed); meant for GPUs.
     :raises ValueError: for observation spaces other than a flat ``Box``, action spaces other than ``Box``,
         an unknown ``model_loss`` / mixing mode, a ``model_deterministic`` policy kwarg that contradicts
         ``model_loss``, a policy or replay buffer class that is not MBPO's (or a subclass), or
@@ -198,6 +207,8 @@ class MBPO(SafeAlgorithmMixin, SAC):
         reward_scale: float | str | None = None,
         reward_scale_quantile: float = SCALE_QUANTILE,
         symlog_critic: bool = False,
+        fused_update: bool = True,
+        compile: bool = False,
         _init_setup_model: bool = True,
     ):
         policy, env = resolve_policy_and_env(policy, env, self.policy_aliases, "MBPO", verbose)
@@ -284,6 +295,7 @@ class MBPO(SafeAlgorithmMixin, SAC):
         self.mse_warmup_epochs = mse_warmup_epochs
         self.reward_scale, self.symlog_critic = reward_scale, symlog_critic
         self.reward_scale_quantile = reward_scale_quantile
+        self.fused_update, self.compile = fused_update, compile
         #: ``kappa`` in use: the given number, or set from the real buffer by the first ``train()`` ("auto").
         self._reward_scale = fixed_reward_scale
         self._last_model_train: int | None = None
@@ -370,6 +382,7 @@ class MBPO(SafeAlgorithmMixin, SAC):
             "_rollout_rng",
             "actor_lr_schedule",
             "_sac_step",
+            "_fused_sac",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -529,6 +542,8 @@ class MBPO(SafeAlgorithmMixin, SAC):
         self._sac_step = 0
         if self.symlog_critic:
             self._train_symlog_sac(gradient_steps, batch_size)
+        elif self.fused_update and not self.use_sde:
+            self._train_fused_sac(gradient_steps, batch_size)
         else:
             super().train(gradient_steps, batch_size)
         if gradient_steps > 0:
@@ -537,6 +552,24 @@ class MBPO(SafeAlgorithmMixin, SAC):
         self.logger.record("model/data_ratio", self.model_data_ratio)
         self.logger.record("model/model_sample_fraction", from_model)
         self.logger.record("model/epoch", self.epoch)
+
+    def _train_fused_sac(self, gradient_steps: int, batch_size: int) -> None:
+        """SB3's ``SAC.train``, the same math in fused operations (``fused_update``), compiled with
+        ``compile``: :class:`~sb3_mb.common.sac_update.FusedSACUpdate`. Logs SB3's ``train/*`` keys."""
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(optimizers)
+        fused = getattr(self, "_fused_sac", None)
+        if fused is None or fused.model is not self or fused.compile != self.compile:
+            fused = self._fused_sac = FusedSACUpdate(self, compile=self.compile)
+        env = self._vec_normalize_env
+        means = fused(gradient_steps, batch_size, lambda n: self.replay_buffer.sample(n, env=env))
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, value in means.items():
+            self.logger.record(f"train/{key}", value)
 
     def _train_symlog_sac(self, gradient_steps: int, batch_size: int) -> None:
         """SB3's ``SAC.train`` with a symlog critic (``symlog_critic``); the rest of the update is SB3's.
@@ -646,7 +679,9 @@ class MBPO(SafeAlgorithmMixin, SAC):
 
     def _gradient_hook(self, what: str, last_in_update: bool) -> Callable[..., None]:
         def hook(optimizer: th.optim.Optimizer, args: Any, kwargs: Any) -> None:
-            check_finite_gradients(optimizer, "MBPO", what, self._n_updates + self._sac_step + 1)
+            # One cheap reduction first; the per-tensor check (and its message) only when it is not finite.
+            if not gradients_surely_finite(optimizer):
+                check_finite_gradients(optimizer, "MBPO", what, self._n_updates + self._sac_step + 1)
             if last_in_update:
                 self._sac_step += 1
 
