@@ -116,8 +116,8 @@ class GammaMVE(SafeAlgorithmMixin, SAC):
     :param model_batch_size: real transitions per model update (256).
     :param gamma_model_kwargs: :class:`~sb3_mb.gammamodels.gamma_model.GammaModel` arguments (σ, objective,
         sizes, rates; default here: the small flow of the tests, hidden 128 × 2, K 8, 2 blocks, τ 0.01,
-        learning rate 1e-3). γ-MVE uses the model's samples, and only ``objective="likelihood"`` keeps them
-        close to the data (GammaModel's ``objective``); the Pendulum-v1 zoo entry sets it.
+        learning rate 1e-3). γ-MVE uses the model's samples, and only ``objective="likelihood"`` (GammaModel's
+        default since the measurements of its ``objective``) keeps them close to the data.
     :param reward_net_arch: hidden sizes of the reward model ``r(s, a)`` ((256, 256), ReLU, Adam 3e-4).
     :param clip_observations: clip every γ-model sample to the observation space's finite bounds (module
         docstring; off). General and cheap; on Pendulum-v1 it bounds cos and sin to ``[-1, 1]`` and the
