@@ -30,6 +30,7 @@ Results: merged into ``benchmarks/results/gamma_mve_learning_<env>.json`` keyed 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -62,17 +63,23 @@ MBPO_SESSION = dict(
 
 
 class EvalEvery(BaseCallback):
-    """Mean deterministic return every ``every`` env steps, into ``curve``."""
+    """Mean deterministic return every ``every`` env steps, into ``curve`` (with the wall time since the
+    callback was made); ``on_eval()`` after each evaluation (the script stores the unfinished run)."""
 
-    def __init__(self, eval_env, every: int, n_episodes: int):
+    def __init__(self, eval_env, every: int, n_episodes: int, on_eval=None):
         super().__init__()
         self.eval_env, self.every, self.n_episodes, self.curve = eval_env, every, n_episodes, []
+        self.on_eval, self.start = on_eval, time.perf_counter()
 
     def _on_step(self) -> bool:
         if self.num_timesteps % self.every == 0:
             mean, std = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.n_episodes)
-            self.curve.append({"steps": self.num_timesteps, "return": float(mean), "std": float(std)})
+            wall = time.perf_counter() - self.start
+            point = {"steps": self.num_timesteps, "return": float(mean), "std": float(std), "wall_s": wall}
+            self.curve.append(point)
             print(self.model.__class__.__name__, self.curve[-1], flush=True)
+            if self.on_eval is not None:
+                self.on_eval()
         return True
 
 
@@ -90,6 +97,25 @@ def make_model(algo: str, env_id: str, seed: int, kwargs: dict, device: str = "a
     env = make_vec_env(env_id, n_envs=1, seed=seed)
     cls = SAC if algo == "sac" else sb3_mb.get_algorithm(algo)
     return cls("MlpPolicy", env, seed=seed, device=device, **kwargs)
+
+
+def run_record(args, algo: str, seed: int, kwargs: dict, callback: EvalEvery, finished: bool) -> dict:
+    """The stored record of one run: its curve, steps to ``--threshold``, settings and wall time."""
+    reached = [c["steps"] for c in callback.curve if c["return"] >= args.threshold]
+    return {
+        "algo": algo,
+        "tag": args.tag,
+        "seed": seed,
+        "curve": callback.curve,
+        "steps_to_threshold": reached[0] if reached else None,
+        "threshold": args.threshold,
+        "wall_s": time.perf_counter() - callback.start,
+        "finished": finished,
+        "override": json.loads(args.override) if algo == "gammamve" else {},
+        "kwargs": {k: v for k, v in kwargs.items() if k != "policy_kwargs"}
+        | {"policy_kwargs": str(kwargs.get("policy_kwargs"))},
+        "n_timesteps": args.steps,
+    }
 
 
 def main() -> None:
@@ -110,6 +136,15 @@ def main() -> None:
     th.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     path = os.path.join(RESULTS, f"gamma_mve_learning_{args.env.replace('/', '-')}.json")
     runs = json.load(open(path))["runs"] if os.path.exists(path) else []
+
+    def store(run: dict) -> None:
+        nonlocal runs
+        key = (run["algo"], run["tag"], run["seed"])
+        runs = [r for r in runs if (r["algo"], r["tag"], r["seed"]) != key] + [run]
+        os.makedirs(RESULTS, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"env": args.env, "runs": runs}, f, indent=2)
+
     for algo in args.algos:
         for seed in args.seeds:
             kwargs = algo_kwargs(algo, args.env, args)
@@ -117,26 +152,13 @@ def main() -> None:
             callback = EvalEvery(
                 make_vec_env(args.env, n_envs=1, seed=100 + seed), args.eval_every, args.eval_episodes
             )
-            start = time.perf_counter()
+            # a run stopped early keeps its curve so far ("finished": false)
+            callback.on_eval = functools.partial(
+                lambda *a: store(run_record(*a, finished=False)), args, algo, seed, kwargs, callback
+            )
             model.learn(args.steps, callback=callback)
-            reached = [c["steps"] for c in callback.curve if c["return"] >= args.threshold]
-            run = {
-                "algo": algo,
-                "tag": args.tag,
-                "seed": seed,
-                "curve": callback.curve,
-                "steps_to_threshold": reached[0] if reached else None,
-                "threshold": args.threshold,
-                "wall_s": time.perf_counter() - start,
-                "override": json.loads(args.override) if algo == "gammamve" else {},
-                "kwargs": {k: v for k, v in kwargs.items() if k != "policy_kwargs"}
-                | {"policy_kwargs": str(kwargs.get("policy_kwargs"))},
-                "n_timesteps": args.steps,
-            }
-            runs = [r for r in runs if (r["algo"], r["tag"], r["seed"]) != (algo, args.tag, seed)] + [run]
-            os.makedirs(RESULTS, exist_ok=True)
-            with open(path, "w") as f:
-                json.dump({"env": args.env, "runs": runs}, f, indent=2)
+            run = run_record(args, algo, seed, kwargs, callback, finished=True)
+            store(run)
             print(
                 json.dumps({k: run[k] for k in ("algo", "seed", "steps_to_threshold", "wall_s")}), flush=True
             )
