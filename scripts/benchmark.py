@@ -14,7 +14,8 @@ read back from the Monitor file of the reward log, give the mean and standard de
 episodes and env steps, the training budget (``n_timesteps`` of the run's ``config.yml``), the training wall
 time (the end of the last training episode in the run's Monitor file) and the evaluation wall time. An agent
 whose result is already in the benchmark folder is not evaluated again unless ``--force`` (so an interrupted
-benchmark resumes).
+benchmark resumes). ``--progress-bar`` draws a bar of the agents done (tqdm / rich, as SB3's
+``progress_bar=True``).
 
 Follows ``rl_zoo3/benchmark.py`` (enjoy in a subprocess with ``--reward-log``, SB3's ``load_results`` /
 ``ts2xy`` for the returns, pytablewriter's markdown table from a data frame), which cannot be imported: it
@@ -39,7 +40,11 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
+
+from tqdm import TqdmExperimentalWarning
+from tqdm.rich import tqdm
 
 # The readers of the zoo's log layout, shared with plot_train.py, all_plots.py and compile_scores.py.
 from sb3_mb.common.scores import env_folder_name
@@ -216,6 +221,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--force", action="store_true", help="Evaluate again agents already in --benchmark-dir"
     )
+    parser.add_argument(
+        "--progress-bar",
+        action="store_true",
+        help="Draw a bar of the agents evaluated (tqdm / rich, as SB3's)",
+    )
     return parser.parse_args(argv)
 
 
@@ -227,32 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: {error.args[0]}", file=sys.stderr)
         return 1
     rows, failed = [], []
-    for index, agent in enumerate(agents, start=1):
-        reward_log = os.path.join(args.benchmark_dir, agent.name)
-        saved = os.path.join(reward_log, "result.json")
-        if os.path.isfile(saved) and not args.force:
-            with open(saved) as file:
-                rows.append(json.load(file))
-            print(f"{index}/{len(agents)} {agent.name}: already evaluated ({saved}), skipped")
-            continue
-        print(
-            f"{index}/{len(agents)} evaluating {agent.algo} on {agent.env_id} ({agent.folder})...", flush=True
-        )
-        try:
-            row = evaluate(
-                agent, args.log_dir, reward_log, args.n_timesteps, args.seed, args.load_best, args.num_threads
-            )
-        except RuntimeError as error:
-            print(f"benchmark: {error.args[0]}", file=sys.stderr)
-            failed.append(agent.folder)
-            continue
-        with open(saved, "w") as file:
-            json.dump(row, file)
-        rows.append(row)
-        print(
-            f"    {row['mean_reward']:.2f} +/- {row['std_reward']:.2f} over {row['eval_episodes']} episodes "
-            f"({row['eval_wall_time_s']} s)"
-        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmExperimentalWarning)
+        bar = tqdm(total=len(agents), desc="benchmark agents", disable=not args.progress_bar)
+    try:
+        for index, agent in enumerate(agents, start=1):
+            evaluate_agent(agent, index, len(agents), args, rows, failed)
+            bar.update(1)
+    finally:
+        bar.close()
     path = os.path.join(args.benchmark_dir, "benchmark.md")
     if rows:
         print(write_benchmark(rows, path))
@@ -261,6 +254,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: {len(failed)} agent(s) failed: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def evaluate_agent(
+    agent: Agent, index: int, n_agents: int, args: argparse.Namespace, rows: list[dict], failed: list[str]
+) -> None:
+    """Evaluate one agent of ``main``'s loop (or read its saved result): its row goes to ``rows``, its folder
+    to ``failed`` if the evaluation fails."""
+    reward_log = os.path.join(args.benchmark_dir, agent.name)
+    saved = os.path.join(reward_log, "result.json")
+    if os.path.isfile(saved) and not args.force:
+        with open(saved) as file:
+            rows.append(json.load(file))
+        print(f"{index}/{n_agents} {agent.name}: already evaluated ({saved}), skipped")
+        return
+    print(f"{index}/{n_agents} evaluating {agent.algo} on {agent.env_id} ({agent.folder})...", flush=True)
+    try:
+        row = evaluate(
+            agent, args.log_dir, reward_log, args.n_timesteps, args.seed, args.load_best, args.num_threads
+        )
+    except RuntimeError as error:
+        print(f"benchmark: {error.args[0]}", file=sys.stderr)
+        failed.append(agent.folder)
+        return
+    with open(saved, "w") as file:
+        json.dump(row, file)
+    rows.append(row)
+    print(
+        f"    {row['mean_reward']:.2f} +/- {row['std_reward']:.2f} over {row['eval_episodes']} episodes "
+        f"({row['eval_wall_time_s']} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ the inverse of its variance across ensembles (Buckman et al. 2018, Sec. 3)::
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -31,6 +32,8 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
+from tqdm import TqdmExperimentalWarning
+from tqdm.rich import tqdm
 
 from sb3_mb.common.base_class import SafeAlgorithmMixin
 from sb3_mb.common.ensemble import random_member_split
@@ -331,6 +334,7 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
         self._return_bounds: tuple[float, float] | None = None
         self._model_pretrained = False
         self._n_model_updates = 0
+        self._progress_bar = False  # learn(progress_bar=True) also draws the pretraining's bar
         if _init_setup_model:
             self._setup_model()
 
@@ -382,6 +386,7 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
             "critic_target",
             "world_model",
             "model_env",
+            "_progress_bar",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -499,24 +504,34 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
         total = transition + reward + done + l2
         return {"transition": transition, "reward": reward, "done": done, "l2": l2, "total": total}
 
-    def train_world_model(self, n_updates: int) -> dict[str, float]:
+    def train_world_model(self, n_updates: int, progress_bar: bool = False) -> dict[str, float]:
         """``n_updates`` world-model updates on real batches of ``model_batch_size``; mean losses.
 
+        :param progress_bar: draw a bar of the updates (tqdm / rich, as SB3's ``progress_bar=True``); the
+            one-off pretraining draws it when ``learn(..., progress_bar=True)``: its 10 000 updates take
+            about half an hour on a CPU at the default sizes.
         :raises RuntimeError: for ``target_mode="ddpg"`` (no world model).
         :raises FloatingPointError: if a term of the loss is NaN or infinite, before the update.
         """
         if self.world_model is None or self.model_optimizer is None:
             raise RuntimeError("target_mode='ddpg' has no world model")
         totals: dict[str, float] = {}
-        for _ in range(n_updates):
-            losses = self.world_model_losses(self._sample(self.model_batch_size))
-            self._check_finite(losses, "world-model loss", self._n_model_updates + 1, unit="model update")
-            self.model_optimizer.zero_grad()
-            losses["total"].backward()
-            self.model_optimizer.step()
-            self._n_model_updates += 1
-            for key, value in losses.items():
-                totals[key] = totals.get(key, 0.0) + value.item()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TqdmExperimentalWarning)
+            bar = tqdm(total=n_updates, desc="STEVE world-model updates", disable=not progress_bar)
+        try:
+            for _ in range(n_updates):
+                losses = self.world_model_losses(self._sample(self.model_batch_size))
+                self._check_finite(losses, "world-model loss", self._n_model_updates + 1, unit="model update")
+                self.model_optimizer.zero_grad()
+                losses["total"].backward()
+                self.model_optimizer.step()
+                self._n_model_updates += 1
+                for key, value in losses.items():
+                    totals[key] = totals.get(key, 0.0) + value.item()
+                bar.update(1)
+        finally:
+            bar.close()
         means = {key: value / max(n_updates, 1) for key, value in totals.items()}
         for key, value in means.items():
             self.logger.record(f"model/{key}_loss", value)
@@ -605,7 +620,7 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
         self._update_value_scale()
         if self.uses_model:
             if not self._model_pretrained:
-                self.train_world_model(self.model_pretrain_steps)
+                self.train_world_model(self.model_pretrain_steps, progress_bar=self._progress_bar)
                 self._model_pretrained = True
             self.train_world_model(self.model_gradient_steps)
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
@@ -654,6 +669,8 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfSTEVE:
+        """SB3's ``learn``; ``progress_bar=True`` also draws a bar of the world-model pretraining."""
+        self._progress_bar = progress_bar
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,

@@ -40,6 +40,7 @@ Where C is scored (``controller_env``):
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -48,10 +49,13 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.logger import Image, Video
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecTransposeImage
+from tqdm import TqdmExperimentalWarning
+from tqdm.rich import tqdm
 
 from sb3_mb.common.base_class import WorldModelAlgorithm
 from sb3_mb.common.buffers import EpisodeReplayBuffer
@@ -80,6 +84,49 @@ from sb3_mb.worldmodels.vae import preprocess_images
 SelfWorldModels = TypeVar("SelfWorldModels", bound="WorldModels")
 
 CONTROLLER_ENVS = ("real", "dream")
+
+
+def stage_bar(total: int, desc: str, enabled: bool) -> tqdm:
+    """A tqdm / rich bar of ``total`` steps, as SB3's ``learn(..., progress_bar=True)`` draws; disabled (draws
+    nothing) unless ``enabled``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmExperimentalWarning)
+        return tqdm(total=total, desc=desc, disable=not enabled)
+
+
+class RandomRolloutsBar(BaseCallback):
+    """A bar of the random rollouts (episodes stored, of ``n_random_rollouts``), added to the callbacks by
+    ``WorldModels.learn(..., progress_bar=True)`` while they are being collected."""
+
+    def __init__(self):
+        super().__init__()
+        self.bar: tqdm | None = None
+
+    def _done(self) -> int:
+        return min(self.model.replay_buffer.n_episodes_added, self.model.n_random_rollouts)
+
+    def _on_training_start(self) -> None:
+        if self._done() < self.model.n_random_rollouts:
+            self.bar = stage_bar(self.model.n_random_rollouts, "World Models random rollouts", True)
+            self.bar.update(self._done())
+
+    def _advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self._done() - self.bar.n)
+            if self._done() >= self.model.n_random_rollouts:
+                self._on_training_end()
+
+    def _on_step(self) -> bool:
+        self._advance()
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self._advance()
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class _DreamMaker:
@@ -272,6 +319,7 @@ class WorldModels(WorldModelAlgorithm):
         self.es: ControllerES | None = None
         self._last_round_episodes: int | None = None  # buffer episodes at the last round (not saved)
         self._latents: dict[str, Any] | None = None  # V's posterior of the stored frames (not saved)
+        self._progress_bar = False  # learn(progress_bar=True): bars of the stages too (not saved)
         if _init_setup_model:
             self._setup_model()
 
@@ -285,7 +333,13 @@ class WorldModels(WorldModelAlgorithm):
         super()._setup_model()
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_round_episodes", "_latents", "controller_env_fn"]
+        return [
+            *super()._excluded_save_params(),
+            "_last_round_episodes",
+            "_latents",
+            "controller_env_fn",
+            "_progress_bar",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "policy.vae_optimizer"], []
@@ -301,11 +355,26 @@ class WorldModels(WorldModelAlgorithm):
     ) -> SelfWorldModels:
         """:meth:`~sb3_mb.common.base_class.WorldModelAlgorithm.learn`, logged under ``WorldModels``.
 
+        ``progress_bar=True`` draws, besides SB3's bar of the env steps, bars of the work between them: the
+        random rollouts (episodes of ``n_random_rollouts``), V's and M's updates and the CMA-ES generations.
+
         :raises ValueError: before collecting anything, if C is to be scored in-process on a training env it
             cannot use (``SubprocVecEnv``, ``VecNormalize``, ``VecFrameStack``: pass ``controller_env_fn``).
         """
         if self.controller_env == "real" and self.controller_env_fn is None and self.env is not None:
             self._training_env_for_scoring()
+        self._progress_bar = progress_bar
+        if progress_bar:
+            extra = RandomRolloutsBar()
+            if callback is None:
+                callback = [extra]
+            elif isinstance(callback, list):
+                callback = [*callback, extra]
+            else:
+                callback = [
+                    callback if isinstance(callback, BaseCallback) else ConvertCallback(callback),
+                    extra,
+                ]
         return super().learn(
             total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar
         )
@@ -368,15 +437,20 @@ class WorldModels(WorldModelAlgorithm):
         policy.set_training_mode(True)
         n_updates = max(1, round(self.vae_epochs * buffer.n_records / self.vae_batch_size))
         totals: dict[str, float] = defaultdict(float)
-        for _ in range(n_updates):
-            index = buffer.sample_window_indices(self.vae_batch_size, 1)[:, 0]
-            observations = buffer.to_torch(buffer.observations[index])
-            losses = policy.vae.losses(observations)._asdict()
-            totals["grad_norm"] += self._gradient_step(
-                policy.vae_optimizer, policy.vae.parameters(), losses, "VAE"
-            )
-            for key, value in losses.items():
-                totals[key] += float(value.detach())
+        bar = stage_bar(n_updates, "World Models V updates", self._progress_bar)
+        try:
+            for _ in range(n_updates):
+                index = buffer.sample_window_indices(self.vae_batch_size, 1)[:, 0]
+                observations = buffer.to_torch(buffer.observations[index])
+                losses = policy.vae.losses(observations)._asdict()
+                totals["grad_norm"] += self._gradient_step(
+                    policy.vae_optimizer, policy.vae.parameters(), losses, "VAE"
+                )
+                for key, value in losses.items():
+                    totals[key] += float(value.detach())
+                bar.update(1)
+        finally:
+            bar.close()
         policy.set_training_mode(False)
         self._latents = None  # V changed: the frames are encoded again
         if self.log_images and policy.use_conv:
@@ -526,13 +600,18 @@ class WorldModels(WorldModelAlgorithm):
         policy.set_training_mode(True)
         n_updates = max(1, round(self.mdn_epochs * buffer.n_transitions / (batch_size * (window - 1))))
         totals: dict[str, float] = defaultdict(float)
-        for _ in range(n_updates):
-            losses = self.mdn_losses(buffer.sample_window_indices(batch_size, window))
-            totals["grad_norm"] += self._gradient_step(
-                policy.optimizer, policy.mdn_rnn.parameters(), losses, "MDN-RNN"
-            )
-            for key, value in losses.items():
-                totals[key] += float(value.detach())
+        bar = stage_bar(n_updates, "World Models M updates", self._progress_bar)
+        try:
+            for _ in range(n_updates):
+                losses = self.mdn_losses(buffer.sample_window_indices(batch_size, window))
+                totals["grad_norm"] += self._gradient_step(
+                    policy.optimizer, policy.mdn_rnn.parameters(), losses, "MDN-RNN"
+                )
+                for key, value in losses.items():
+                    totals[key] += float(value.detach())
+                bar.update(1)
+        finally:
+            bar.close()
         policy.set_training_mode(False)
         means = {key: value / n_updates for key, value in totals.items()}
         for key, value in means.items():
@@ -651,6 +730,7 @@ class WorldModels(WorldModelAlgorithm):
             evaluator = RolloutEvaluator(policy, env, self.max_episode_steps)
         stats: dict[str, float] = {}
         env_steps = 0
+        bar = stage_bar(self.n_generations, "World Models CMA-ES generations", self._progress_bar)
         try:
             for _ in range(self.n_generations):
                 candidates = self.es.ask()
@@ -669,7 +749,9 @@ class WorldModels(WorldModelAlgorithm):
                         f"CMA-ES generation {self.es.generation}: best {stats['best']:.2f}, "
                         f"mean {stats['mean']:.2f}, sigma {stats['sigma']:.4f}"
                     )
+                bar.update(1)
         finally:
+            bar.close()
             if pool is not None:
                 pool.close()
         policy.controller.set_vector(self.es.mean)

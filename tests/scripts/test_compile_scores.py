@@ -188,3 +188,42 @@ def test_command_line_writes_table_plot_and_histograms(logs, tmp_path_factory, c
     assert os.path.join(str(logs), "sac", "Pendulum-v1_<N>") in capsys.readouterr().err
     with pytest.raises(SystemExit):
         compile_scores.main(["-a", "planet", "-e", "Pendulum-v1", "-f", str(logs), "--table", "x.txt"])
+
+
+# scripts/benchmark.py's progress bar (here beside the other tests of the scripts' shared parts; its own tests
+# in test_benchmark_script.py evaluate a trained agent, tens of seconds).
+benchmark = load_script("benchmark")
+
+
+@pytest.mark.parametrize("progress_bar", [True, False])
+def test_benchmark_progress_bar(progress_bar, tmp_path, monkeypatch, capsys):
+    bars = []
+
+    class RecordingBar(benchmark.tqdm):
+        def __init__(self, *args, **kwargs):
+            self.kwargs, self.updates = kwargs, 0
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+        def update(self, n=1):
+            self.updates += n
+            return super().update(n)
+
+    agents = [
+        benchmark.Agent("mbpo", "Pendulum-v1", i, str(tmp_path / f"Pendulum-v1_{i}")) for i in (1, 2, 3)
+    ]
+    monkeypatch.setattr(benchmark, "tqdm", RecordingBar)
+    monkeypatch.setattr(benchmark, "find_agents", lambda *args: agents)
+    row = dict(mean_reward=1.0, std_reward=0.0, eval_episodes=1, eval_wall_time_s=0.1)
+
+    def evaluate(agent, log_dir, reward_log, *args):  # as benchmark.evaluate, without running the agent
+        os.makedirs(reward_log, exist_ok=True)
+        return {**row, "algo": agent.algo, "env_id": agent.env_id, "exp_id": agent.exp_id}
+
+    monkeypatch.setattr(benchmark, "evaluate", evaluate)
+    argv = ["--log-dir", str(tmp_path), "--benchmark-dir", str(tmp_path / "bench")]
+    assert benchmark.main(argv + ["--progress-bar"] * progress_bar) == 0
+    out = capsys.readouterr()
+    (bar,) = bars
+    assert bar.kwargs["total"] == 3 and bar.updates == 3 and bar.kwargs["disable"] is (not progress_bar)
+    assert ("benchmark agents" in out.out + out.err) is progress_bar
