@@ -20,8 +20,18 @@ Usage (session budget, both tasks)::
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/planet_learning.py \\
         --episodes 20 --eval-every 5
 
-Writes ``benchmarks/results/planet_learning.json`` (one entry per env: returns per evaluation, random
-return, wall time, settings).
+Writes ``benchmarks/results/planet_learning.json`` (one entry per env, ``<env id>/seed<n>`` with several
+``--seeds``: returns per evaluation, random return, wall time, settings).
+
+``--preset fork`` (session budget only) lays the protocol of Rose's fork (``hyperparams/planet.yml``'s
+discrete presets) over the session sizes: batch 8 x 50, reward head 2 x 100, planning objective discounted by
+0.99, Adam's rate warmed up linearly over ``--learning-rate-warmup`` updates (the fork's 10 000 by default;
+the session budget makes 50 per episode), epsilon-greedy 0.1 for discrete actions (as upstream here). The
+5-action balance, the fork's presets against the upstream ones (``benchmarks/README.md``)::
+
+    python benchmarks/planet_learning.py --episodes 30 --eval-every 10 --seeds 0 1 \
+        --env sb3_mb/CartpoleBalanceDiscrete5-v0 --preset fork \
+        --output benchmarks/results/planet_learning_discrete_fork.json
 """
 
 from __future__ import annotations
@@ -56,6 +66,16 @@ SESSION_KWARGS = dict(
         mlp_hidden_sizes=(64,),
         reward_hidden_sizes=(64, 64),
     ),
+)
+
+
+# Rose's fork's protocol (spec 3.2; hyperparams/planet.yml's *pixels_discrete), over the session sizes.
+FORK_KWARGS = dict(
+    SESSION_KWARGS,
+    batch_size=8,
+    sequence_length=50,
+    learning_rate_warmup=10_000,
+    policy_kwargs=dict(SESSION_KWARGS["policy_kwargs"], reward_hidden_sizes=(100, 100), discount=0.99),
 )
 
 
@@ -98,7 +118,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="training episodes, seed episodes included")
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--preset", choices=("session", "fork"), default="session", help="session budget")
+    parser.add_argument(
+        "--learning-rate-warmup", type=int, default=None, help="override the preset's (fork: 10000)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--output", default=os.path.join(os.path.dirname(__file__), "results", "planet_learning.json")
@@ -114,20 +138,24 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "runs": {},
     }
-    for env_id in args.env:
-        env = make_vec_env(env_id, n_envs=1, seed=args.seed)
-        eval_env = make_vec_env(env_id, n_envs=args.eval_episodes, seed=args.seed + 1000)
+    results["preset"] = args.preset
+    for env_id, seed in [(env_id, seed) for env_id in args.env for seed in args.seeds]:
+        key = env_id if len(args.seeds) == 1 else f"{env_id}/seed{seed}"
+        env = make_vec_env(env_id, n_envs=1, seed=seed)
+        eval_env = make_vec_env(env_id, n_envs=args.eval_episodes, seed=seed + 1000)
         episode_length = env.envs[0].spec.max_episode_steps
         policy = "CnnPolicy" if len(env.observation_space.shape) == 3 else "MlpPolicy"
         # Paper budget: camera-ready defaults, and a buffer that keeps every episode (as the paper).
         kwargs = (
-            SESSION_KWARGS
+            dict(FORK_KWARGS if args.preset == "fork" else SESSION_KWARGS)
             if args.budget == "session"
             else {"buffer_size": args.episodes * (episode_length + 1)}
         )
+        if args.learning_rate_warmup is not None:
+            kwargs["learning_rate_warmup"] = args.learning_rate_warmup
         rand = random_return(eval_env, args.eval_episodes)
         print(f"{env_id} ({policy}, {episode_length} steps/episode): random {rand:.1f}", flush=True)
-        model = PlaNet(policy, env, seed=args.seed, device=args.device, **kwargs)
+        model = PlaNet(policy, env, seed=seed, device=args.device, **kwargs)
         callback = EpisodeEval(eval_env, args.eval_every, args.eval_episodes)
         start = time.perf_counter()
         model.learn(args.episodes * episode_length, callback=callback)
@@ -135,7 +163,8 @@ def main() -> None:
         if not callback.results or callback.results[-1]["episodes"] < model._episode_num:
             callback._last = model._episode_num - callback.eval_every  # final evaluation at the end
             callback.on_step()
-        results["runs"][env_id] = dict(
+        results["runs"][key] = dict(
+            seed=seed,
             policy=policy,
             episodes=args.episodes,
             episode_length=episode_length,
@@ -148,9 +177,9 @@ def main() -> None:
             policy_kwargs=kwargs.get("policy_kwargs", {}),
         )
         print(f"  {wall:.0f} s", flush=True)
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as file:
-        json.dump(results, file, indent=2, default=str)
+        os.makedirs(os.path.dirname(args.output), exist_ok=True)
+        with open(args.output, "w") as file:  # after every run: a long sweep keeps what it has
+            json.dump(results, file, indent=2, default=str)
     print(json.dumps(results, indent=2, default=str))
 
 
