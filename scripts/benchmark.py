@@ -40,14 +40,11 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass
-
-from tqdm import TqdmExperimentalWarning
-from tqdm.rich import tqdm
 
 # The readers of the zoo's log layout, shared with plot_train.py, all_plots.py and compile_scores.py.
 from sb3_mb.common.scores import env_folder_name
+from sb3_mb.common.utils import make_progress_bar
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = [
@@ -237,9 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: {error.args[0]}", file=sys.stderr)
         return 1
     rows, failed = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TqdmExperimentalWarning)
-        bar = tqdm(total=len(agents), desc="benchmark agents", disable=not args.progress_bar)
+    bar = make_progress_bar(len(agents), "benchmark agents", args.progress_bar)
     try:
         for index, agent in enumerate(agents, start=1):
             evaluate_agent(agent, index, len(agents), args, rows, failed)

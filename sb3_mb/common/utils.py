@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,8 +12,10 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv
+from tqdm import TqdmExperimentalWarning
+from tqdm.rich import tqdm
 
-__all__ = ["default_policy", "resolve_policy_and_env"]
+__all__ = ["default_policy", "make_progress_bar", "resolve_policy_and_env"]
 
 
 def default_policy(observation_space: spaces.Space, policy_aliases: Mapping[str, Any]) -> str:
@@ -71,3 +74,15 @@ def resolve_policy_and_env(
     if policy is None:
         policy = default_policy(env.observation_space, policy_aliases)
     return policy, env
+
+
+def make_progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
+    """A tqdm / rich bar of ``total`` steps, as SB3's ``learn(..., progress_bar=True)`` draws, for the work an
+    algorithm does between env steps (model pretraining, rollout collection, CMA-ES generations).
+
+    Disabled (draws nothing, costs next to nothing) unless ``enabled``. tqdm's warning that its rich bar is
+    experimental is silenced, as SB3's ``ProgressBarCallback`` does.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmExperimentalWarning)
+        return tqdm(total=total, desc=desc, disable=not enabled)

@@ -20,7 +20,6 @@ the inverse of its variance across ensembles (Buckman et al. 2018, Sec. 3)::
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -32,15 +31,13 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
-from tqdm import TqdmExperimentalWarning
-from tqdm.rich import tqdm
 
 from sb3_mb.common.base_class import SafeAlgorithmMixin
 from sb3_mb.common.ensemble import random_member_split
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
 from sb3_mb.common.symlog import fixed_scale, reward_scale, symexp, symlog
-from sb3_mb.common.utils import resolve_policy_and_env
+from sb3_mb.common.utils import make_progress_bar, resolve_policy_and_env
 from sb3_mb.steve.policies import MlpPolicy, STEVEActor, STEVEPolicy, STEVEWorldModel
 
 __all__ = [
@@ -516,9 +513,7 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
         if self.world_model is None or self.model_optimizer is None:
             raise RuntimeError("target_mode='ddpg' has no world model")
         totals: dict[str, float] = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TqdmExperimentalWarning)
-            bar = tqdm(total=n_updates, desc="STEVE world-model updates", disable=not progress_bar)
+        bar = make_progress_bar(n_updates, "STEVE world-model updates", progress_bar)
         try:
             for _ in range(n_updates):
                 losses = self.world_model_losses(self._sample(self.model_batch_size))

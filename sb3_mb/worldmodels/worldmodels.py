@@ -40,7 +40,6 @@ Where C is scored (``controller_env``):
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -54,12 +53,11 @@ from stable_baselines3.common.logger import Image, Video
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecTransposeImage
-from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm
 
 from sb3_mb.common.base_class import WorldModelAlgorithm
 from sb3_mb.common.buffers import EpisodeReplayBuffer
-from sb3_mb.common.utils import resolve_policy_and_env
+from sb3_mb.common.utils import make_progress_bar, resolve_policy_and_env
 from sb3_mb.worldmodels.cmaes import (
     PARALLEL_BACKENDS,
     ControllerES,
@@ -86,14 +84,6 @@ SelfWorldModels = TypeVar("SelfWorldModels", bound="WorldModels")
 CONTROLLER_ENVS = ("real", "dream")
 
 
-def stage_bar(total: int, desc: str, enabled: bool) -> tqdm:
-    """A tqdm / rich bar of ``total`` steps, as SB3's ``learn(..., progress_bar=True)`` draws; disabled (draws
-    nothing) unless ``enabled``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TqdmExperimentalWarning)
-        return tqdm(total=total, desc=desc, disable=not enabled)
-
-
 class RandomRolloutsBar(BaseCallback):
     """A bar of the random rollouts (episodes stored, of ``n_random_rollouts``), added to the callbacks by
     ``WorldModels.learn(..., progress_bar=True)`` while they are being collected."""
@@ -107,7 +97,7 @@ class RandomRolloutsBar(BaseCallback):
 
     def _on_training_start(self) -> None:
         if self._done() < self.model.n_random_rollouts:
-            self.bar = stage_bar(self.model.n_random_rollouts, "World Models random rollouts", True)
+            self.bar = make_progress_bar(self.model.n_random_rollouts, "World Models random rollouts", True)
             self.bar.update(self._done())
 
     def _advance(self) -> None:
@@ -437,7 +427,7 @@ class WorldModels(WorldModelAlgorithm):
         policy.set_training_mode(True)
         n_updates = max(1, round(self.vae_epochs * buffer.n_records / self.vae_batch_size))
         totals: dict[str, float] = defaultdict(float)
-        bar = stage_bar(n_updates, "World Models V updates", self._progress_bar)
+        bar = make_progress_bar(n_updates, "World Models V updates", self._progress_bar)
         try:
             for _ in range(n_updates):
                 index = buffer.sample_window_indices(self.vae_batch_size, 1)[:, 0]
@@ -600,7 +590,7 @@ class WorldModels(WorldModelAlgorithm):
         policy.set_training_mode(True)
         n_updates = max(1, round(self.mdn_epochs * buffer.n_transitions / (batch_size * (window - 1))))
         totals: dict[str, float] = defaultdict(float)
-        bar = stage_bar(n_updates, "World Models M updates", self._progress_bar)
+        bar = make_progress_bar(n_updates, "World Models M updates", self._progress_bar)
         try:
             for _ in range(n_updates):
                 losses = self.mdn_losses(buffer.sample_window_indices(batch_size, window))
@@ -730,7 +720,7 @@ class WorldModels(WorldModelAlgorithm):
             evaluator = RolloutEvaluator(policy, env, self.max_episode_steps)
         stats: dict[str, float] = {}
         env_steps = 0
-        bar = stage_bar(self.n_generations, "World Models CMA-ES generations", self._progress_bar)
+        bar = make_progress_bar(self.n_generations, "World Models CMA-ES generations", self._progress_bar)
         try:
             for _ in range(self.n_generations):
                 candidates = self.es.ask()

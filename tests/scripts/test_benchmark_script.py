@@ -9,7 +9,10 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 from script_loader import SCRIPTS, load_script, table_rows
+
+from sb3_mb.common import utils as common_utils
 
 benchmark = load_script("benchmark")
 SCRIPT = os.path.join(SCRIPTS, "benchmark.py")
@@ -63,3 +66,37 @@ def test_errors_name_the_folder(debug_logs, tmp_path):
     assert done.returncode == 1 and str(tmp_path / "missing") in done.stderr
     helped = run_benchmark("--help")
     assert helped.returncode == 0 and "--benchmark-dir" in helped.stdout
+
+
+@pytest.mark.parametrize("progress_bar", [True, False])
+def test_benchmark_progress_bar(progress_bar, tmp_path, monkeypatch, capsys):
+    bars = []
+
+    class RecordingBar(common_utils.tqdm):
+        def __init__(self, *args, **kwargs):
+            self.kwargs, self.updates = kwargs, 0
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+        def update(self, n=1):
+            self.updates += n
+            return super().update(n)
+
+    agents = [
+        benchmark.Agent("mbpo", "Pendulum-v1", i, str(tmp_path / f"Pendulum-v1_{i}")) for i in (1, 2, 3)
+    ]
+    monkeypatch.setattr(common_utils, "tqdm", RecordingBar)
+    monkeypatch.setattr(benchmark, "find_agents", lambda *args: agents)
+    row = dict(mean_reward=1.0, std_reward=0.0, eval_episodes=1, eval_wall_time_s=0.1)
+
+    def evaluate(agent, log_dir, reward_log, *args):  # as benchmark.evaluate, without running the agent
+        os.makedirs(reward_log, exist_ok=True)
+        return {**row, "algo": agent.algo, "env_id": agent.env_id, "exp_id": agent.exp_id}
+
+    monkeypatch.setattr(benchmark, "evaluate", evaluate)
+    argv = ["--log-dir", str(tmp_path), "--benchmark-dir", str(tmp_path / "bench")]
+    assert benchmark.main(argv + ["--progress-bar"] * progress_bar) == 0
+    out = capsys.readouterr()
+    (bar,) = bars
+    assert bar.kwargs["total"] == 3 and bar.updates == 3 and bar.kwargs["disable"] is (not progress_bar)
+    assert ("benchmark agents" in out.out + out.err) is progress_bar

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from sb3_mb.common import utils as common_utils
 from sb3_mb.registry import ALGOS
 from sb3_mb.steve import steve as steve_module
 
 TINY = dict(ALGOS["steve"].test_kwargs, model_pretrain_steps=30)
 
 
-class RecordingBar(steve_module.tqdm):
+class RecordingBar(common_utils.tqdm):
     """The real bar, remembering every instance's arguments and updates."""
 
     bars: list = []
@@ -28,7 +29,7 @@ class RecordingBar(steve_module.tqdm):
 
 @pytest.mark.parametrize("progress_bar", [True, False])
 def test_pretraining_bar(progress_bar, monkeypatch, capsys):
-    monkeypatch.setattr(steve_module, "tqdm", RecordingBar)
+    monkeypatch.setattr(common_utils, "tqdm", RecordingBar)
     RecordingBar.bars = []
     model = steve_module.STEVE("MlpPolicy", "Pendulum-v1", seed=0, **TINY)
     model.learn(60, progress_bar=progress_bar)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sb3_mb.common import utils as common_utils
 from sb3_mb.registry import ALGOS
 from sb3_mb.worldmodels import worldmodels as wm_module
 
@@ -17,7 +18,7 @@ STAGES = {
 }
 
 
-class RecordingBar(wm_module.tqdm):
+class RecordingBar(common_utils.tqdm):
     """The real bar, remembering every instance's arguments and updates."""
 
     bars: list = []
@@ -34,7 +35,7 @@ class RecordingBar(wm_module.tqdm):
 
 @pytest.mark.parametrize("progress_bar", [True, False])
 def test_stage_bars(progress_bar, monkeypatch, capsys):
-    monkeypatch.setattr(wm_module, "tqdm", RecordingBar)
+    monkeypatch.setattr(common_utils, "tqdm", RecordingBar)
     RecordingBar.bars = []
     model = wm_module.WorldModels("MlpPolicy", "Pendulum-v1", seed=0, **TINY)
     model.learn(450, progress_bar=progress_bar)  # 2 random episodes of 50 steps, one round, C collects
