@@ -24,7 +24,7 @@ a time, keeps ``N`` unique although runs of one pair train at the same time (rl-
 starts, so two processes sharing a log folder could take the same ``N``).
 
 Resuming: a run is done when ``<log-dir>/<algo>/<EnvName>_<N>/`` holds its final model ``<EnvName>.zip`` and
-its ``<EnvName>/args.yml`` and ``config.yml`` name the same seed and ``n_timesteps``; done runs are skipped.
+its ``<EnvName>/args.yml`` and ``config.yml`` give the same seed and env steps; done runs are skipped.
 An interrupted run leaves only its staging folder, which is cleared and trained again. Exit status 1 if a run
 fails (named on stderr, with the end of its log); the others still run.
 """
@@ -152,20 +152,24 @@ def command(run: Run, log_folder: str) -> list[str]:
 
 
 def _run_settings(folder: str, env_name: str) -> tuple[int | None, int | None]:
-    """``(seed of args.yml, n_timesteps of config.yml)`` of a run folder (rl-zoo3's files, read as the zoo
-    reads its own runs)."""
+    """``(seed, env steps of training)`` of a run folder, from rl-zoo3's files (read as the zoo reads its own
+    runs): ``args.yml``'s ``seed`` and ``n_timesteps`` (the ``-n`` given), or ``config.yml``'s
+    ``n_timesteps`` when ``-n`` was not given (``config.yml`` keeps the hyperparameter file's value even when
+    ``-n`` overrides it). ``(None, None)`` if either file is missing."""
     import yaml
 
-    settings = []
-    for filename, key in (("args.yml", "seed"), ("config.yml", "n_timesteps")):
+    values = []
+    for filename in ("args.yml", "config.yml"):
         path = os.path.join(folder, env_name, filename)
         if not os.path.isfile(path):
             return None, None
         with open(path) as file:
-            values = dict(yaml.load(file, Loader=yaml.UnsafeLoader))  # noqa: S506 (the user's own runs)
-        settings.append(values.get(key))
-    seed, n_timesteps = settings
-    return seed, (int(n_timesteps) if n_timesteps is not None else None)
+            values.append(dict(yaml.load(file, Loader=yaml.UnsafeLoader)))  # noqa: S506 (the user's own runs)
+    args, config = values
+    n_timesteps = args.get("n_timesteps")
+    if n_timesteps is None or n_timesteps <= 0:
+        n_timesteps = config.get("n_timesteps")
+    return args.get("seed"), (int(n_timesteps) if n_timesteps is not None else None)
 
 
 def find_done(run: Run, log_dir: str) -> str | None:

@@ -77,6 +77,16 @@ def test_dry_run_and_resume(debug_logs, tmp_path):
     assert "0 run(s) to train, 1 done" in done.stdout
     done = run_script("train_reference_agents", *args)
     assert "mbpo-Pendulum-v1-seed0: done" not in done.stdout  # 600 debug steps are not the 1500 of the budget
+    # A run trained with -n: args.yml holds the steps (config.yml keeps the hyperparameter file's value).
+    args_file = logs / "mbpo" / "Pendulum-v1_1" / "Pendulum-v1" / "args.yml"
+    text = args_file.read_text()
+    assert "  - - n_timesteps\n    - -1\n" in text
+    args_file.write_text(
+        text.replace("  - - n_timesteps\n    - -1\n", f"  - - n_timesteps\n    - {entry['n_timesteps']}\n")
+    )
+    done = run_script("train_reference_agents", *args)
+    assert "mbpo-Pendulum-v1-seed0: done" in done.stdout
+    assert f"{len(entry['seeds']) - 1} run(s) to train, 1 done (dry run)" in done.stdout
     # Without its final model the run is not done.
     os.remove(logs / "mbpo" / "Pendulum-v1_1" / "Pendulum-v1.zip")
     done = run_script("train_reference_agents", *args, "--debug")
