@@ -116,7 +116,7 @@ class FusedSACUpdate:
             self._actor_loss_fn = th.compile(self._actor_loss, **kwargs)
         self._noise: tuple[th.Tensor, th.Tensor] | None = None
         self._losses: th.Tensor | None = None
-        self._impl_set_on: list[dict[str, Any]] = []
+        self._impl_set_on: list[list[dict[str, Any]]] = []
 
     # --------------------------------------------------------------------------------- the three losses
     def _sample(self, obs: th.Tensor, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
