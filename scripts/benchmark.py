@@ -11,10 +11,10 @@ An agent is a run folder ``<log-dir>/<algo>/<EnvId>_<N>/`` with one ``<EnvId>/ar
 unless the env is Atari or MiniGrid, as rl-zoo3's enjoy decides); the episodes completed in that time,
 read back from the Monitor file of the reward log, give the mean and standard deviation of the return.
 ``<benchmark-dir>/benchmark.md`` gets one row per agent: algo, env, run, mean and std of the return, its
-episodes and env steps, the training budget (``n_timesteps`` of the run's ``config.yml``), the training wall
-time (the end of the last training episode in the run's Monitor file) and the evaluation wall time. An agent
-whose result is already in the benchmark folder is not evaluated again unless ``--force`` (so an interrupted
-benchmark resumes). ``--progress-bar`` draws a bar of the agents done (tqdm / rich, as SB3's
+episodes and env steps, the training budget (the env steps of the run's ``args.yml`` / ``config.yml``), the
+training wall time (the end of the last training episode in the run's Monitor file) and the evaluation wall
+time. An agent whose result is already in the benchmark folder is not evaluated again unless ``--force`` (so
+an interrupted benchmark resumes). ``--progress-bar`` draws a bar of the agents done (tqdm / rich, as SB3's
 ``progress_bar=True``).
 
 Follows ``rl_zoo3/benchmark.py`` (enjoy in a subprocess with ``--reward-log``, SB3's ``load_results`` /
@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 
 # The readers of the zoo's log layout, shared with plot_train.py, all_plots.py and compile_scores.py.
-from sb3_mb.common.scores import env_folder_name
+from sb3_mb.common.scores import env_folder_name, read_run_budget
 from sb3_mb.common.utils import make_progress_bar
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,12 +119,14 @@ def find_agents(log_dir: str, algos: list[str] | None = None, envs: list[str] | 
 
 
 def training_summary(agent: Agent) -> tuple[int | None, float | None]:
-    """``(n_timesteps of config.yml, wall time of the training Monitor file in s)``; ``None`` if unknown."""
-    from rl_zoo3.utils import get_saved_hyperparams
+    """``(env steps of training, wall time of the training Monitor file in s)``; ``None`` if unknown.
+
+    The steps are :func:`sb3_mb.common.scores.read_run_budget`'s: ``args.yml``'s ``-n`` when given, else
+    ``config.yml``'s ``n_timesteps`` (which keeps the hyperparameter file's value when ``-n`` overrides it).
+    """
     from stable_baselines3.common.monitor import LoadMonitorResultsError, load_results
 
-    hyperparams, _ = get_saved_hyperparams(os.path.join(agent.folder, env_folder_name(agent.env_id)))
-    n_timesteps = hyperparams.get("n_timesteps")
+    _, n_timesteps = read_run_budget(agent.folder, agent.env_id)
     try:
         monitor = load_results(agent.folder)
         wall_time = float(monitor["t"].max()) if len(monitor) else None

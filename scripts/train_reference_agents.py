@@ -43,6 +43,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
+from sb3_mb.common.scores import read_run_budget
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_FILE = os.path.join(REPO_ROOT, "hyperparams", "reference.yml")
 #: Keys of an entry of reference.yml.
@@ -151,27 +153,6 @@ def command(run: Run, log_folder: str) -> list[str]:
     return argv
 
 
-def _run_settings(folder: str, env_name: str) -> tuple[int | None, int | None]:
-    """``(seed, env steps of training)`` of a run folder, from rl-zoo3's files (read as the zoo reads its own
-    runs): ``args.yml``'s ``seed`` and ``n_timesteps`` (the ``-n`` given), or ``config.yml``'s
-    ``n_timesteps`` when ``-n`` was not given (``config.yml`` keeps the hyperparameter file's value even when
-    ``-n`` overrides it). ``(None, None)`` if either file is missing."""
-    import yaml
-
-    values = []
-    for filename in ("args.yml", "config.yml"):
-        path = os.path.join(folder, env_name, filename)
-        if not os.path.isfile(path):
-            return None, None
-        with open(path) as file:
-            values.append(dict(yaml.load(file, Loader=yaml.UnsafeLoader)))  # noqa: S506 (the user's own runs)
-    args, config = values
-    n_timesteps = args.get("n_timesteps")
-    if n_timesteps is None or n_timesteps <= 0:
-        n_timesteps = config.get("n_timesteps")
-    return args.get("seed"), (int(n_timesteps) if n_timesteps is not None else None)
-
-
 def find_done(run: Run, log_dir: str) -> str | None:
     """The run folder of ``run`` under ``log_dir`` if it finished (see the module docstring), else ``None``.
 
@@ -182,7 +163,7 @@ def find_done(run: Run, log_dir: str) -> str | None:
             continue
         if not os.path.isfile(os.path.join(folder, f"{run.env_name}.zip")):
             continue
-        seed, n_timesteps = _run_settings(folder, run.env_name)
+        seed, n_timesteps = read_run_budget(folder, run.env_name)  # env_name is its own folder name
         if seed == run.seed and (run.n_timesteps is None or n_timesteps == run.n_timesteps):
             return folder
     return None

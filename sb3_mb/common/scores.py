@@ -143,6 +143,32 @@ def read_hyperparams(run_folder: str, env_id: str) -> dict[str, Any]:
     return dict(data) if isinstance(data, dict) else {}
 
 
+def read_run_budget(run_folder: str, env_id: str) -> tuple[int | None, int | None]:
+    """``(seed, env steps of training)`` of a zoo run, from ``<run_folder>/<EnvId>/args.yml`` and
+    ``config.yml`` read with the same safe loader.
+
+    The steps are ``args.yml``'s ``n_timesteps`` (the ``-n`` given) when positive, else ``config.yml``'s:
+    rl-zoo3's ``config.yml`` keeps the hyperparameter file's ``n_timesteps`` even when ``-n`` overrides it.
+    ``None`` for what neither file says (or when they are absent).
+    """
+    import yaml
+
+    values = []
+    for filename in ("args.yml", "config.yml"):
+        path = os.path.join(run_folder, env_folder_name(env_id), filename)
+        data: Any = None
+        if os.path.isfile(path):
+            with open(path) as file:
+                data = yaml.load(file, Loader=_config_loader())
+        values.append(dict(data) if isinstance(data, dict) else {})
+    args, config = values
+    n_timesteps = args.get("n_timesteps")
+    if n_timesteps is None or int(n_timesteps) <= 0:
+        n_timesteps = config.get("n_timesteps")
+    seed = args.get("seed")
+    return (int(seed) if seed is not None else None), (int(n_timesteps) if n_timesteps is not None else None)
+
+
 def _policy_kwargs(value: Any) -> dict[str, Any]:
     """``policy_kwargs`` as a dict: a dict as is; a ``"dict(a=1, b=...)"`` string parsed without evaluating
     it (each value a literal where it is one, its source text otherwise)."""

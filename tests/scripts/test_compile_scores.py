@@ -188,3 +188,16 @@ def test_command_line_writes_table_plot_and_histograms(logs, tmp_path_factory, c
     assert os.path.join(str(logs), "sac", "Pendulum-v1_<N>") in capsys.readouterr().err
     with pytest.raises(SystemExit):
         compile_scores.main(["-a", "planet", "-e", "Pendulum-v1", "-f", str(logs), "--table", "x.txt"])
+
+
+@pytest.mark.parametrize(("given", "expected"), [(6000, 6000), (-1, 300), (None, 300)])
+def test_run_budget_is_the_given_n_else_the_config(tmp_path, given, expected):
+    """rl-zoo3's config.yml keeps the hyperparameter file's n_timesteps when ``-n`` overrides it; the budget
+    is args.yml's ``-n`` when positive (-1 is rl-zoo3's "not given")."""
+    run = tmp_path / "Pendulum-v1_1"
+    write_run(run, RSSM[1])  # config.yml: n_timesteps 300
+    args = OrderedDict([("seed", 7)] + ([("n_timesteps", given)] if given is not None else []))
+    with open(run / "Pendulum-v1" / "args.yml", "w") as file:
+        yaml.dump(args, file)
+    assert scores.read_run_budget(str(run), "Pendulum-v1") == (7, expected)
+    assert scores.read_run_budget(str(tmp_path / "missing_1"), "Pendulum-v1") == (None, None)
