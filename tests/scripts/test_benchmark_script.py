@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from progress_bars import RecordingBar
 from script_loader import SCRIPTS, load_script, table_rows
 
 from sb3_mb.common import utils as common_utils
@@ -70,17 +71,7 @@ def test_errors_name_the_folder(debug_logs, tmp_path):
 
 @pytest.mark.parametrize("progress_bar", [True, False])
 def test_benchmark_progress_bar(progress_bar, tmp_path, monkeypatch, capsys):
-    bars = []
-
-    class RecordingBar(common_utils.tqdm):
-        def __init__(self, *args, **kwargs):
-            self.kwargs, self.updates = kwargs, 0
-            super().__init__(*args, **kwargs)
-            bars.append(self)
-
-        def update(self, n=1):
-            self.updates += n
-            return super().update(n)
+    RecordingBar.bars = []
 
     agents = [
         benchmark.Agent("mbpo", "Pendulum-v1", i, str(tmp_path / f"Pendulum-v1_{i}")) for i in (1, 2, 3)
@@ -97,6 +88,6 @@ def test_benchmark_progress_bar(progress_bar, tmp_path, monkeypatch, capsys):
     argv = ["--log-dir", str(tmp_path), "--benchmark-dir", str(tmp_path / "bench")]
     assert benchmark.main(argv + ["--progress-bar"] * progress_bar) == 0
     out = capsys.readouterr()
-    (bar,) = bars
+    (bar,) = RecordingBar.bars
     assert bar.kwargs["total"] == 3 and bar.updates == 3 and bar.kwargs["disable"] is (not progress_bar)
     assert ("benchmark agents" in out.out + out.err) is progress_bar

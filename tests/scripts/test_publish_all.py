@@ -9,11 +9,11 @@ import shutil
 import sys
 
 import pytest
-from huggingface_hub import ModelCard, constants
+from huggingface_hub import ModelCard
 from script_loader import REPO_ROOT, load_script
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "zoo"))
-from hub_server import FakeHub  # noqa: E402
+from hub_server import FakeHub, point_huggingface_hub_at  # noqa: E402
 
 from zoo.hub_utils import agent_fingerprint  # noqa: E402
 
@@ -26,17 +26,7 @@ REPO = "tester/mbpo-Pendulum-v1"
 def hub(tmp_path, monkeypatch):
     """A Hub on 127.0.0.1 that huggingface_hub talks to (as tests/zoo/test_zoo_hub.py's fixture)."""
     with FakeHub(TOKEN) as server:
-        cache = tmp_path / "hf_home" / "hub"
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-        monkeypatch.setattr(constants, "ENDPOINT", server.url)
-        monkeypatch.setattr(
-            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
-        )
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        point_huggingface_hub_at(server, tmp_path / "hf_home", monkeypatch)
         yield server
 
 

@@ -4,6 +4,7 @@ generations): drawn with ``learn(..., progress_bar=True)``, silent otherwise."""
 from __future__ import annotations
 
 import pytest
+from progress_bars import RecordingBar
 
 from sb3_mb.common import utils as common_utils
 from sb3_mb.registry import ALGOS
@@ -16,21 +17,6 @@ STAGES = {
     "World Models M updates": None,
     "World Models CMA-ES generations": 2,
 }
-
-
-class RecordingBar(common_utils.tqdm):
-    """The real bar, remembering every instance's arguments and updates."""
-
-    bars: list = []
-
-    def __init__(self, *args, **kwargs):
-        self.kwargs, self.updates = kwargs, 0
-        super().__init__(*args, **kwargs)
-        RecordingBar.bars.append(self)
-
-    def update(self, n=1):
-        self.updates += n
-        return super().update(n)
 
 
 @pytest.mark.parametrize("progress_bar", [True, False])

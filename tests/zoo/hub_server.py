@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+__all__ = ["FakeHub", "point_huggingface_hub_at"]
+
 _REPO_API = re.compile(r"^/api/models/([^/]+/[^/]+)/(preupload|commit)/([^/]+)$")
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 
@@ -70,6 +72,27 @@ class FakeHub:
             self._server.shutdown()
             self._thread.join()
         self._server.server_close()
+
+
+def point_huggingface_hub_at(hub: FakeHub, hf_home, monkeypatch) -> None:
+    """Make huggingface_hub talk to ``hub`` with its token and a cache under ``hf_home`` for one test.
+
+    Sets the environment (``HF_HOME``, ``HF_HUB_CACHE``, ``HF_ENDPOINT``, ``HF_TOKEN``, no telemetry) for
+    subprocesses and patches ``huggingface_hub.constants``, which reads those variables once, at import.
+    """
+    from huggingface_hub import constants
+
+    cache = str(hf_home / "hub")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_CACHE", cache)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)
 
 
 def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:

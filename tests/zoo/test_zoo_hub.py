@@ -16,8 +16,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import yaml
-from hub_server import FakeHub
-from huggingface_hub import ModelCard, constants
+from hub_server import FakeHub, point_huggingface_hub_at
+from huggingface_hub import ModelCard
 
 import sb3_mb
 from zoo import cli
@@ -64,18 +64,7 @@ def _params(algo: str) -> list[str]:
 def hub(tmp_path, monkeypatch):
     """A Hub on 127.0.0.1 that huggingface_hub talks to (its endpoint, token and cache are the test's own)."""
     with FakeHub(TOKEN) as server:
-        cache = tmp_path / "hf_home" / "hub"
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-        # huggingface_hub reads these environment variables once, at import.
-        monkeypatch.setattr(constants, "ENDPOINT", server.url)
-        monkeypatch.setattr(
-            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
-        )
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        point_huggingface_hub_at(server, tmp_path / "hf_home", monkeypatch)
         yield server
 
 
