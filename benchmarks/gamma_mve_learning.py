@@ -135,15 +135,19 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     path = os.path.join(RESULTS, f"gamma_mve_learning_{args.env.replace('/', '-')}.json")
-    runs = json.load(open(path))["runs"] if os.path.exists(path) else []
+    runs: list[dict] = []
 
     def store(run: dict) -> None:
+        """Merge ``run`` into the results file, read again each time (runs of other processes of this script
+        on the same env, e.g. one per seed, are kept) and replaced atomically."""
         nonlocal runs
+        runs = json.load(open(path))["runs"] if os.path.exists(path) else []
         key = (run["algo"], run["tag"], run["seed"])
         runs = [r for r in runs if (r["algo"], r["tag"], r["seed"]) != key] + [run]
         os.makedirs(RESULTS, exist_ok=True)
-        with open(path, "w") as f:
+        with open(path + f".{os.getpid()}.tmp", "w") as f:
             json.dump({"env": args.env, "runs": runs}, f, indent=2)
+        os.replace(path + f".{os.getpid()}.tmp", path)
 
     for algo in args.algos:
         for seed in args.seeds:
