@@ -12,25 +12,10 @@ from stable_baselines3.common.logger import KVWriter, Logger
 
 from sb3_mb import PlaNet
 from sb3_mb.planet.latents import LatentProbeCallback, collect_latents, linear_probe_r2
+from sb3_mb.registry import ALGOS
 
-TINY = dict(
-    buffer_size=2000,
-    batch_size=4,
-    sequence_length=8,
-    seed_episodes=1,
-    updates_per_episode=2,
-    policy_kwargs=dict(
-        belief_size=8,
-        state_size=4,
-        hidden_size=8,
-        planning_horizon=3,
-        n_candidates=12,
-        n_elites=3,
-        n_iterations=2,
-        mlp_hidden_sizes=(8,),
-        reward_hidden_sizes=(8,),
-    ),
-)
+TINY = ALGOS["planet"].test_kwargs  # the shared tests' sizes
+SIZES = TINY["policy_kwargs"]
 
 
 def test_linear_probe_rule():
@@ -86,8 +71,8 @@ def test_collect_latents_cartpole(tmp_path):
         "action",
         "episode",
     }
-    assert data["posterior_sample"].shape == data["posterior_mean"].shape == (n_steps, 4)
-    assert data["belief"].shape == (n_steps, 8)
+    assert data["posterior_sample"].shape == data["posterior_mean"].shape == (n_steps, SIZES["state_size"])
+    assert data["belief"].shape == (n_steps, SIZES["belief_size"])
     physics = env.unwrapped.physics
     assert data["physical_state"].shape == (n_steps, physics.model.nq + physics.model.nv)
     np.testing.assert_array_equal(data["episode"], [0] * 5 + [1] * 5)
