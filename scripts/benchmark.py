@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 
 # The readers of the zoo's log layout, shared with plot_train.py, all_plots.py and compile_scores.py.
-from sb3_mb.common.scores import env_folder_name, read_run_budget
+from sb3_mb.common.scores import env_folder_name, read_run_budget, read_zoo_yaml
 from sb3_mb.common.utils import make_progress_bar
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +90,6 @@ def find_agents(log_dir: str, algos: list[str] | None = None, envs: list[str] | 
 
     :raises FileNotFoundError: ``log_dir`` is not a folder, or holds no trained agent (of algos, envs).
     """
-    import yaml
 
     if not os.path.isdir(log_dir):
         raise FileNotFoundError(f"no log folder {log_dir!r}")
@@ -104,8 +103,7 @@ def find_agents(log_dir: str, algos: list[str] | None = None, envs: list[str] | 
             prefix, _, exp_id = run.rpartition("_")
             if len(args_files) != 1 or not exp_id.isdigit():
                 continue
-            with open(args_files[0]) as file:
-                env_id = yaml.load(file, Loader=yaml.UnsafeLoader)["env"]
+            env_id = read_zoo_yaml(args_files[0])["env"]
             if prefix != env_folder_name(env_id) or (envs and env_id not in envs):
                 continue
             agents.append(Agent(algo, env_id, int(exp_id), folder))

@@ -127,20 +127,26 @@ def _config_loader() -> type:
     return ConfigLoader
 
 
+def read_zoo_yaml(path: str) -> dict[str, Any]:
+    """One of rl-zoo3's run files (``config.yml``, ``args.yml``) as a dict, ``{}`` if absent or not a
+    mapping; read with a safe loader that maps PyYAML's python tags to plain data (no Python object is
+    built)."""
+    import yaml
+
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as file:
+        data = yaml.load(file, Loader=_config_loader())
+    return dict(data) if isinstance(data, dict) else {}
+
+
 def read_hyperparams(run_folder: str, env_id: str) -> dict[str, Any]:
     """The hyperparameters of a run: ``<run_folder>/<EnvId>/config.yml`` as a dict (``{}`` if absent).
 
     Read with a safe loader (no Python object is built); ``policy_kwargs`` is a dict, or the string the
     YAML file held (rl-zoo3 keeps ``"dict(...)"`` strings as written).
     """
-    import yaml
-
-    path = os.path.join(run_folder, env_folder_name(env_id), "config.yml")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as file:
-        data = yaml.load(file, Loader=_config_loader())
-    return dict(data) if isinstance(data, dict) else {}
+    return read_zoo_yaml(os.path.join(run_folder, env_folder_name(env_id), "config.yml"))
 
 
 def read_run_budget(run_folder: str, env_id: str) -> tuple[int | None, int | None]:
@@ -151,17 +157,10 @@ def read_run_budget(run_folder: str, env_id: str) -> tuple[int | None, int | Non
     rl-zoo3's ``config.yml`` keeps the hyperparameter file's ``n_timesteps`` even when ``-n`` overrides it.
     ``None`` for what neither file says (or when they are absent).
     """
-    import yaml
-
-    values = []
-    for filename in ("args.yml", "config.yml"):
-        path = os.path.join(run_folder, env_folder_name(env_id), filename)
-        data: Any = None
-        if os.path.isfile(path):
-            with open(path) as file:
-                data = yaml.load(file, Loader=_config_loader())
-        values.append(dict(data) if isinstance(data, dict) else {})
-    args, config = values
+    args, config = (
+        read_zoo_yaml(os.path.join(run_folder, env_folder_name(env_id), filename))
+        for filename in ("args.yml", "config.yml")
+    )
     n_timesteps = args.get("n_timesteps")
     if n_timesteps is None or int(n_timesteps) <= 0:
         n_timesteps = config.get("n_timesteps")
