@@ -161,18 +161,20 @@ class FusedSACUpdate:
         return (ent_coef * log_prob - min_q).mean()
 
     # --------------------------------------------------------------------------------- the loop
-    def _optimizers(self) -> list[th.optim.Optimizer]:
+    def optimizers(self) -> list[th.optim.Optimizer]:
+        """The actor's, the critics' and (with a learned temperature) the temperature's optimizers, in
+        ``SAC.train``'s order."""
         model = self.model
         optimizers = [model.actor.optimizer, model.critic.optimizer]
         return optimizers + ([model.ent_coef_optimizer] if model.ent_coef_optimizer is not None else [])
 
     def _set_optimizer_impl(self) -> None:
         """Set the Adam kernels once per param-group list (loading a checkpoint replaces the groups)."""
-        groups = [opt.param_groups for opt in self._optimizers()]
+        groups = [opt.param_groups for opt in self.optimizers()]
         done = self._impl_set_on
         if len(groups) == len(done) and all(a is b for a, b in zip(groups, done, strict=True)):
             return
-        for opt in self._optimizers():
+        for opt in self.optimizers():
             set_adam_impl(opt, self.optimizer_impl)
         self._impl_set_on = groups
 

@@ -557,13 +557,10 @@ class MBPO(SafeAlgorithmMixin, SAC):
         """SB3's ``SAC.train``, the same math in fused operations (``fused_update``), compiled with
         ``compile``: :class:`~sb3_mb.common.sac_update.FusedSACUpdate`. Logs SB3's ``train/*`` keys."""
         self.policy.set_training_mode(True)
-        optimizers = [self.actor.optimizer, self.critic.optimizer]
-        if self.ent_coef_optimizer is not None:
-            optimizers.append(self.ent_coef_optimizer)
-        self._update_learning_rate(optimizers)
         fused = getattr(self, "_fused_sac", None)
         if fused is None or fused.model is not self or fused.compile != self.compile:
             fused = self._fused_sac = FusedSACUpdate(self, compile=self.compile)
+        self._update_learning_rate(fused.optimizers())
         env = self._vec_normalize_env
         means = fused(gradient_steps, batch_size, lambda n: self.replay_buffer.sample(n, env=env))
         self._n_updates += gradient_steps
