@@ -25,6 +25,7 @@ import platform
 import time
 
 import torch as th
+from measure import matmul_flops_per_second, peak_rss_mb  # benchmarks/ is the script's directory
 
 from sb3_mb.gammamodels import GammaModel
 
@@ -57,19 +58,6 @@ def time_updates(model: GammaModel, batch_size: int, n_updates: int, device: str
     return (time.perf_counter() - start) / n_updates
 
 
-def matmul_flops(batch_size: int, device: str, seconds: float = 2.0) -> float:
-    """FLOP/s of ``(B, 256) @ (256, 256)``, repeated for about ``seconds``."""
-    a, b = th.randn(batch_size, 256, device=device), th.randn(256, 256, device=device)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(20):
-            a @ b
-        n += 20
-    if device == "cuda":
-        th.cuda.synchronize()
-    return 2 * batch_size * 256 * 256 * n / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -77,7 +65,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     th.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    reference = matmul_flops(args.batch_size, args.device)
+    reference = matmul_flops_per_second(args.device, shape=(args.batch_size, 256, 256))
     rows = []
     for objective in ("regression", "likelihood"):
         model = GammaModel(3, 1, gamma=0.99, objective=objective).to(args.device)
@@ -91,6 +79,7 @@ def main() -> None:
                 "mlp_gflops": flops / 1e9,
                 "matmul_gflops": reference / 1e9,
                 "ratio_to_matmul": flops / reference,
+                "peak_rss_mb": peak_rss_mb()["self"],  # so far in the process: the largest run up to this row
             }
         )
         print(json.dumps(rows[-1]), flush=True)

@@ -46,7 +46,7 @@ import sys
 import time
 
 import torch as th
-from planner_speed import matmul_flops_per_second  # benchmarks/ is the script's directory
+from measure import matmul_flops_per_second  # benchmarks/ is the script's directory
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import torch as th
+from measure import matmul_flops_per_second, peak_rss_mb, sync  # benchmarks/ is the script's directory
 from torch import nn
 
 from sb3_mb.common.planners import GaussianCEM
@@ -87,25 +88,6 @@ class PriorRolloutStandIn(nn.Module):
         return total.reshape(batch, n_candidates)
 
 
-def matmul_flops_per_second(device: th.device, size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` dense float32 ``size x size`` matmul throughput."""
-    a, b = th.randn(size, size, device=device), th.randn(size, size, device=device)
-    th.matmul(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        th.matmul(a, b)
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
-def _sync(device: th.device) -> None:
-    if device.type == "cuda":
-        th.cuda.synchronize(device)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -154,10 +136,10 @@ def main() -> None:
         cem.plan(obj, plan, generator=generator, device=device)  # warm-up
         times = []
         for _ in range(args.repeats):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             result = cem.plan(obj, plan, generator=generator, device=device)
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - start)
             plan = result.warm_start
         return times
@@ -194,6 +176,7 @@ def main() -> None:
         "achieved_gflops": achieved / 1e9,
         "matmul_gflops": peak / 1e9,
         "fraction_of_matmul_peak": achieved / peak,
+        "peak_rss_mb": peak_rss_mb(),
     }
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as file:

@@ -1,0 +1,55 @@
+"""Measurements shared by the benchmark scripts (issue 15): the machine's matmul rate as the reference for a
+FLOP/s fraction, peak resident memory beside every time, and device synchronisation before a clock read.
+
+Scripts in this folder import it as ``from measure import ...`` (``benchmarks/`` is the running script's
+directory, so it is on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import torch as th
+
+
+def sync(device: th.device | str) -> None:
+    """Wait for queued CUDA work on ``device`` (no-op on CPU) so that a clock read after it is honest."""
+    if th.device(device).type == "cuda":
+        th.cuda.synchronize(device)
+
+
+def matmul_flops_per_second(
+    device: th.device | str, size: int = 2048, repeats: int = 5, shape: tuple[int, int, int] | None = None
+) -> float:
+    """Best-of-``repeats`` dense float32 matmul throughput in FLOP/s (``2 m k n`` per product).
+
+    :param size: a square ``size x size @ size x size`` product when ``shape`` is not given.
+    :param shape: ``(m, k, n)`` for an ``(m, k) @ (k, n)`` product of the benchmarked network's shape; small
+        products that fit in cache can run faster than the 2048 square one on CPU.
+    """
+    m, k, n = shape if shape is not None else (size, size, size)
+    a, b = th.randn(m, k, device=device), th.randn(k, n, device=device)
+    inner = max(1, int(2e8 // (2 * m * k * n)))  # ~0.2 GFLOP per timed block, so small shapes are measurable
+    th.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(inner):
+            th.matmul(a, b)
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / inner)
+    return 2 * m * k * n / best
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident set size so far, in MiB, of this process (``self``) and of its waited-for children
+    (``children``: SubprocVecEnv or compiler workers), from ``getrusage`` (``ru_maxrss`` is in KiB on Linux
+    and in bytes on macOS)."""
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return {
+        "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale,
+        "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / scale,
+    }
