@@ -8,7 +8,15 @@ Its matmul FLOPs are counted analytically (2 m n k per matmul; elementwise work 
 reference is a large ``torch.matmul`` timed in the same process.
 
 ``--model planet`` times PlaNet's own objective instead (``PlaNetPolicy.planning_objective``: the real
-RSSM prior rollout and reward head at the paper's sizes, whose matmuls are the same as the stand-in's).
+RSSM prior rollout and reward head at the paper's sizes, whose matmuls are the same as the stand-in's), on
+both of its paths in one process, interleaved: the reference (``fused_planning=False``: ``imagine``, then the
+reward head on every stacked state) and the fused loop (``fused_planning=True``, :mod:`sb3_mb.planet.fused`).
+Each path's first plan call (warm-up) is timed too; the returns of both paths on one batch are compared.
+
+Two matmul references are reported: a 2048 x 2048 square product (``matmul_gflops``, the issue's) and the
+objective's own layer shapes (``shape_matmul_gflops``: the total matmul FLOPs over the sum of each layer's
+FLOPs divided by its own product's rate, ``(rows, in, out)`` timed by ``measure.matmul_flops_per_second``);
+small products that stay in cache run faster on CPU, so the second fraction is the stricter one.
 
 Usage::
 
@@ -56,18 +64,24 @@ class PriorRolloutStandIn(nn.Module):
         )
 
     @staticmethod
+    def layer_shapes(action_dim: int) -> list[tuple[int, int]]:
+        """``(in, out)`` of every matmul of one rollout step (the GRU's input and hidden gates: one each)."""
+        return [
+            (STATE + action_dim, HIDDEN),
+            (HIDDEN, 3 * BELIEF),  # GRU input gates
+            (BELIEF, 3 * BELIEF),  # GRU hidden gates
+            (BELIEF, HIDDEN),
+            (HIDDEN, 2 * STATE),
+            (BELIEF + STATE, REWARD_HIDDEN),
+            (REWARD_HIDDEN, REWARD_HIDDEN),
+            (REWARD_HIDDEN, REWARD_HIDDEN),
+            (REWARD_HIDDEN, 1),
+        ]
+
+    @staticmethod
     def flops_per_step(action_dim: int) -> int:
         """Matmul FLOPs of one rollout step of one candidate."""
-        macs = (
-            (STATE + action_dim) * HIDDEN
-            + 3 * (HIDDEN * BELIEF + BELIEF * BELIEF)  # GRU input and hidden gates
-            + BELIEF * HIDDEN
-            + HIDDEN * 2 * STATE
-            + (BELIEF + STATE) * REWARD_HIDDEN
-            + 2 * REWARD_HIDDEN * REWARD_HIDDEN
-            + REWARD_HIDDEN
-        )
-        return 2 * macs
+        return 2 * sum(k * n for k, n in PriorRolloutStandIn.layer_shapes(action_dim))
 
     @th.no_grad()
     def forward(
@@ -86,6 +100,15 @@ class PriorRolloutStandIn(nn.Module):
             s = mean + std * th.randn(mean.shape, generator=generator, device=mean.device)
             total += self.reward(th.cat([h, s], dim=-1))[:, 0]
         return total.reshape(batch, n_candidates)
+
+
+def shape_matmul_flops_per_second(device: th.device, rows: int, action_dim: int) -> float:
+    """The matmul rate at the objective's own layer shapes: total FLOPs over the time each ``(rows, in, out)``
+    product takes at its own measured rate (``measure.matmul_flops_per_second``); written here, not in
+    ``measure.py``, because it knows this objective's layers."""
+    shapes = PriorRolloutStandIn.layer_shapes(action_dim)
+    seconds = sum(2 * rows * k * n / matmul_flops_per_second(device, shape=(rows, k, n)) for k, n in shapes)
+    return sum(2 * rows * k * n for k, n in shapes) / seconds
 
 
 def main() -> None:
@@ -107,17 +130,21 @@ def main() -> None:
     generator = th.Generator(device=device).manual_seed(0)
 
     cem = GaussianCEM(planning_horizon=12, action_dim=args.action_dim)  # 1000 / 100 / 10
-    model = PriorRolloutStandIn(args.action_dim).to(device)
     belief = th.zeros(args.batch, BELIEF, device=device)
     state = th.zeros(args.batch, STATE, device=device)
 
-    def objective(actions: th.Tensor) -> th.Tensor:
-        return model(actions, belief, state, generator)
+    if args.model == "standin":
+        model = PriorRolloutStandIn(args.action_dim).to(device)
 
-    if args.model == "planet":
+        def standin_objective(actions: th.Tensor) -> th.Tensor:
+            return model(actions, belief, state, generator)
+
+        objectives = {"standin": standin_objective}
+    else:
         from gymnasium import spaces
 
         from sb3_mb.planet.policies import PlaNetPolicy
+        from sb3_mb.planet.rssm import RSSMState
 
         policy = PlaNetPolicy(
             spaces.Box(-np.inf, np.inf, (5,), np.float32),
@@ -125,27 +152,40 @@ def main() -> None:
             lambda _: 1e-3,
         ).to(device)
         policy.set_training_mode(False)
-        planet_objective = policy.planning_objective(belief, state, generator)
+        start = RSSMState(belief, state, th.ones_like(state), state)
 
-        def objective(actions: th.Tensor) -> th.Tensor:  # noqa: F811
-            with th.no_grad():
-                return planet_objective(actions)
+        def planet_objective(fused: bool):
+            def objective(actions: th.Tensor) -> th.Tensor:
+                policy.fused_planning = fused
+                with th.no_grad():
+                    return policy.planning_objective(start, generator)(actions)
 
-    def time_plan(obj) -> list[float]:
-        plan = cem.initial_plan(args.batch)
-        cem.plan(obj, plan, generator=generator, device=device)  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            sync(device)
-            start = time.perf_counter()
-            result = cem.plan(obj, plan, generator=generator, device=device)
-            sync(device)
-            times.append(time.perf_counter() - start)
-            plan = result.warm_start
-        return times
+            return objective
 
-    times = time_plan(objective)
-    overhead = time_plan(lambda a: a.sum(dim=(-1, -2)))  # the CEM alone (sampling, top-k, refit)
+        objectives = {"reference": planet_objective(False), "fused": planet_objective(True)}
+
+    def time_plan(obj, plan) -> tuple[float, object]:
+        sync(device)
+        begin = time.perf_counter()
+        result = cem.plan(obj, plan, generator=generator, device=device)
+        sync(device)
+        return time.perf_counter() - begin, result.warm_start
+
+    # First calls (warm-up, compile if any), then rounds of: every path once (each from its own warm start)
+    # and both matmul references, so that each fraction compares times taken under the same machine load.
+    rows = cem.n_candidates * args.batch
+    first_call, plans, times = {}, {}, {name: [] for name in objectives}
+    square, shaped = [], []
+    for name, obj in objectives.items():
+        first_call[name], plans[name] = time_plan(obj, cem.initial_plan(args.batch))
+    for _ in range(args.repeats):
+        for name, obj in objectives.items():
+            seconds, plans[name] = time_plan(obj, plans[name])
+            times[name].append(seconds)
+        square.append(matmul_flops_per_second(device))
+        shaped.append(shape_matmul_flops_per_second(device, rows, args.action_dim))
+    overhead = [time_plan(lambda a: a.sum(dim=(-1, -2)), cem.initial_plan(args.batch))[0] for _ in range(3)]
+
     model_flops = (
         PriorRolloutStandIn.flops_per_step(args.action_dim)
         * cem.planning_horizon
@@ -153,9 +193,24 @@ def main() -> None:
         * cem.n_iterations
         * args.batch
     )
-    seconds = float(np.median(times))
-    achieved = model_flops / seconds
-    peak = matmul_flops_per_second(device)
+    paths = {}
+    for name in objectives:
+        seconds = float(np.median(times[name]))
+        achieved = model_flops / seconds
+        paths[name] = {
+            "ms_per_action": 1000 * seconds / args.batch,
+            "ms_per_plan_call": 1000 * seconds,
+            "ms_per_plan_call_all": [1000 * t for t in times[name]],
+            "first_call_ms": 1000 * first_call[name],
+            "achieved_gflops": achieved / 1e9,
+            # Medians over the rounds of (this round's achieved rate / this round's matmul rate).
+            "fraction_of_matmul_peak": float(
+                np.median([model_flops / t / r for t, r in zip(times[name], square, strict=True)])
+            ),
+            "fraction_of_shape_matmul": float(
+                np.median([model_flops / t / r for t, r in zip(times[name], shaped, strict=True)])
+            ),
+        }
     results = {
         "model": args.model,
         "device": str(device),
@@ -168,16 +223,29 @@ def main() -> None:
         "n_iterations": cem.n_iterations,
         "action_dim": args.action_dim,
         "batch": args.batch,
-        "ms_per_action": 1000 * seconds / args.batch,
-        "ms_per_plan_call": 1000 * seconds,
-        "ms_per_plan_call_all": [1000 * t for t in times],
+        "repeats": args.repeats,
+        "paths": paths,
         "cem_overhead_ms_per_call": 1000 * float(np.median(overhead)),
         "model_gflop_per_call": model_flops / 1e9,
-        "achieved_gflops": achieved / 1e9,
-        "matmul_gflops": peak / 1e9,
-        "fraction_of_matmul_peak": achieved / peak,
+        "matmul_gflops": float(np.median(square)) / 1e9,
+        "matmul_gflops_all": [r / 1e9 for r in square],
+        "shape_matmul_gflops": float(np.median(shaped)) / 1e9,
+        "shape_matmul_gflops_all": [r / 1e9 for r in shaped],
         "peak_rss_mb": peak_rss_mb(),
     }
+    if args.model == "planet":
+        # The two paths on one batch, same random numbers: they differ by float rounding only.
+        actions = th.rand(args.batch, cem.n_candidates, cem.planning_horizon, args.action_dim, device=device)
+        returns = {}
+        for name, obj in objectives.items():
+            generator.manual_seed(1)
+            returns[name] = obj(actions * 2 - 1)
+        results["max_abs_difference_of_returns"] = float(
+            (returns["fused"] - returns["reference"]).abs().max()
+        )
+        results["speedup_fused_over_reference"] = (
+            paths["reference"]["ms_per_plan_call"] / paths["fused"]["ms_per_plan_call"]
+        )
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as file:
         json.dump(results, file, indent=2)

@@ -53,6 +53,7 @@ from sb3_mb.common.planners import CategoricalCEM, GaussianCEM, PlanResult
 from sb3_mb.common.states import StateSpec
 from sb3_mb.common.symlog import SCALE_QUANTILE as REWARD_SCALE_QUANTILE
 from sb3_mb.common.symlog import reward_scale, symexp, symlog
+from sb3_mb.planet.fused import fused_prior_returns, supports_fused_objective
 from sb3_mb.planet.networks import DumbConvDecoder, DumbConvEncoder, dumb_mlp_decoder, dumb_mlp_encoder
 from sb3_mb.planet.rssm import RSSMState, TransitionModel
 from sb3_mb.planet.transition import make_transition_model
@@ -209,6 +210,10 @@ class PlaNetPolicy(BasePolicy):
     :param exploration_noise: std of the Gaussian noise added to ``Box`` actions while exploring, in the
         ``[-1, 1]`` scale (0.3).
     :param exploration_epsilon: ε of the ε-greedy exploration of ``Discrete`` actions (Rose's fork: 0.1).
+    :param fused_planning: score the candidates with the fused loop of :mod:`sb3_mb.planet.fused` (the same
+        math and random numbers, equal to float rounding; faster on one CPU thread at the paper's sizes, see
+        ``benchmarks/planner_speed.py``) where it applies: the paper's RSSM without a tap cell, outside
+        autograd. False: always the reference path (:meth:`planning_objective`).
     :param optimizer_class: (Adam). :param optimizer_kwargs: (``{"eps": 1e-4}``, the paper's Adam epsilon).
     :raises ValueError: see :func:`check_spaces`; also for CEM sizes that do not fit (``n_elites >
         n_candidates``, a size below 1), an unknown ``transition_model`` (naming the choices) and ``ma_ppn`` /
@@ -249,6 +254,7 @@ class PlaNetPolicy(BasePolicy):
         discount: float = 1.0,
         exploration_noise: float = 0.3,
         exploration_epsilon: float = 0.1,
+        fused_planning: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ):
@@ -276,6 +282,7 @@ class PlaNetPolicy(BasePolicy):
         self.tap_cell, self.tap_penalty_scale = tap_cell, tap_penalty_scale
         self.mlp_hidden_sizes, self.reward_hidden_sizes = tuple(mlp_hidden_sizes), tuple(reward_hidden_sizes)
         self.planning_horizon, self.n_candidates = planning_horizon, n_candidates
+        self.fused_planning = fused_planning
         self.n_elites, self.n_iterations = n_elites, n_iterations
         self.warm_start, self.discount = warm_start, discount
         self.plan_on_prior_mean = plan_on_prior_mean
@@ -430,7 +437,10 @@ class PlaNetPolicy(BasePolicy):
 
     def reward(self, features: th.Tensor) -> th.Tensor:
         """Predicted mean reward ``(...)`` in the env's units from features ``(..., feature_dim)``."""
-        prediction = self.reward_model(features)[..., 0]
+        return self.reward_from_prediction(self.reward_model(features)[..., 0])
+
+    def reward_from_prediction(self, prediction: th.Tensor) -> th.Tensor:
+        """The reward head's output ``(...)`` in the env's units (:meth:`reward` after the head)."""
         if not self.normalize_rewards:
             return prediction
         return symexp(prediction) * self._reward_unit()
@@ -505,10 +515,18 @@ class PlaNetPolicy(BasePolicy):
         :param tap_start: the tap cell's filtered state, fields ``(n_envs, ...)``; needed with ``tap_cell``.
         :return: a function from ``(n_envs, n_candidates, planning_horizon, action_dim)`` action sequences to
             ``(n_envs, n_candidates)`` returns; all candidates are one batch of ``n_envs * n_candidates`` rows
-            rolled out by the transition model's :meth:`~sb3_mb.planet.rssm.TransitionModel.imagine`.
+            rolled out by the transition model's :meth:`~sb3_mb.planet.rssm.TransitionModel.imagine` (the
+            reference path), or with ``fused_planning`` and outside autograd by
+            :func:`~sb3_mb.planet.fused.fused_prior_returns` where it applies (the same math and random
+            numbers, to float rounding).
         """
         horizon = self.planning_horizon
         weights = self.discount ** th.arange(horizon, device=start.belief.device, dtype=th.float32)
+        fused = (
+            self.fused_planning
+            and self.tap is None
+            and supports_fused_objective(self.rssm, self.reward_model)
+        )
 
         def objective(actions: th.Tensor) -> th.Tensor:
             n_envs, n_candidates = actions.shape[:2]
@@ -522,6 +540,18 @@ class PlaNetPolicy(BasePolicy):
 
             times = None if time is None else time.repeat_interleave(n_candidates)
             actions = actions.reshape(rows, horizon, -1)
+            if fused and not th.is_grad_enabled():
+                returns = fused_prior_returns(
+                    self.rssm,
+                    self.reward_model,
+                    self.reward_from_prediction,
+                    rows_of(start),
+                    actions,
+                    weights,
+                    generator,
+                    sample,
+                )
+                return returns.reshape(n_envs, n_candidates)
             priors = by_env(self.rssm.imagine(rows_of(start), actions, generator, sample, time=times))
             rewards = self.reward(self.rssm.features(priors))  # (n_envs, n_candidates, horizon)
             if self.tap is not None:
