@@ -16,9 +16,10 @@ written anew here, without tensordict): the three losses are three functions of 
 into preallocated buffers outside them, in SB3's order and with SB3's generator, so the compiled and the
 eager update consume the same random numbers as ``SAC.train``; the actor's backward pass skips the critics'
 weight gradients (SB3 computes and discards them); the temperature's gradient is written in closed form;
-the optimizers run their ``fused`` (or ``foreach``) Adam kernels; the target update is two ``_foreach``
-calls; the losses go to a preallocated table, read once per ``train`` call (SB3 calls ``.item()`` four times
-per update).
+the optimizers run their ``fused`` (or ``foreach``) Adam kernels; a ReLU right after a linear layer runs
+in place (:func:`relu_in_place`: the linear layer's backward does not need its output, so one activation
+tensor less per layer); the target update is two ``_foreach`` calls; the losses go to a preallocated
+table, read once per ``train`` call (SB3 calls ``.item()`` four times per update).
 
 Not supported here (the caller keeps SB3's loop for them): gSDE (``use_sde``) and actors whose log-std is
 not an output of the network.
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.sac import SAC
 
-__all__ = ["OPTIMIZER_IMPLS", "FusedSACUpdate", "gradients_surely_finite", "set_adam_impl"]
+__all__ = ["OPTIMIZER_IMPLS", "FusedSACUpdate", "gradients_surely_finite", "relu_in_place", "set_adam_impl"]
 
 #: ``set_adam_impl(impl=...)``: torch's Adam implementations (``"single"``: the per-tensor loop).
 OPTIMIZER_IMPLS = ("fused", "foreach", "single")
@@ -81,6 +82,28 @@ def gradients_surely_finite(optimizer: th.optim.Optimizer) -> bool:
     return not sums or bool(th.stack(sums).sum().isfinite())
 
 
+def relu_in_place(*modules: th.nn.Module) -> int:
+    """Set ``inplace=True`` on every ``nn.ReLU`` that directly follows an ``nn.Linear`` in an
+    ``nn.Sequential`` of ``modules`` (SB3's ``create_mlp`` layout); the outputs are unchanged.
+
+    Safe for autograd: a linear layer's backward pass needs its input and weight, not its output, and ReLU
+    saves its own output. A ReLU after anything else (whose output may be needed) is left alone.
+
+    :return: the number of ReLUs switched.
+    """
+    switched = 0
+    for module in modules:
+        for seq in module.modules():
+            if not isinstance(seq, th.nn.Sequential):
+                continue
+            layers = list(seq)
+            for before, layer in zip(layers, layers[1:], strict=False):
+                if isinstance(layer, th.nn.ReLU) and isinstance(before, th.nn.Linear) and not layer.inplace:
+                    layer.inplace = True
+                    switched += 1
+    return switched
+
+
 class FusedSACUpdate:
     """SB3's SAC update (module docstring) on a SAC model's own networks, optimizers and settings.
 
@@ -94,11 +117,18 @@ class FusedSACUpdate:
         each traces and compiles (seconds); later calls reuse the code unless the shapes change.
     :param compile_mode: ``torch.compile``'s ``mode`` (``"default"``; ``"reduce-overhead"`` needs CUDA).
     :param optimizer_impl: Adam kernels for the three optimizers, see :func:`set_adam_impl`.
+    :param inplace_relu: switch the actor's and critics' ReLUs after linear layers to in place
+        (:func:`relu_in_place`; the networks' outputs and gradients are unchanged, also outside this update).
     :raises ValueError: with gSDE (``model.use_sde``) or an unknown ``optimizer_impl``.
     """
 
     def __init__(
-        self, model: SAC, compile: bool = False, compile_mode: str = "default", optimizer_impl: str = "fused"
+        self,
+        model: SAC,
+        compile: bool = False,
+        compile_mode: str = "default",
+        optimizer_impl: str = "fused",
+        inplace_relu: bool = True,
     ):
         if model.use_sde:
             raise ValueError("FusedSACUpdate does not support gSDE (use_sde=True); use SB3's SAC.train")
@@ -106,6 +136,8 @@ class FusedSACUpdate:
             raise ValueError(f"Unknown optimizer impl {optimizer_impl!r}; expected one of {OPTIMIZER_IMPLS}")
         self.model, self.compile, self.compile_mode = model, compile, compile_mode
         self.optimizer_impl = optimizer_impl
+        if inplace_relu:
+            relu_in_place(model.actor, model.critic, model.critic_target)
         self._sample_fn: Callable[..., tuple[th.Tensor, th.Tensor]] = self._sample
         self._critic_loss_fn: Callable[..., th.Tensor] = self._critic_loss
         self._actor_loss_fn: Callable[..., th.Tensor] = self._actor_loss

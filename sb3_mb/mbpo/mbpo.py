@@ -136,8 +136,10 @@ class MBPO(SafeAlgorithmMixin, SAC):
     :param fused_update: SAC's updates run as :class:`~sb3_mb.common.sac_update.FusedSACUpdate`: SB3's
         ``SAC.train`` (same losses, order, random numbers; parameters equal to float32 rounding) with fused
         Adam, no critic weight gradients in the actor's backward pass and no per-update ``.item()`` (on by
-        default: faster than SB3's loop on one CPU thread, ``benchmarks/README.md``, MBPO speed). Off: SB3's
-        ``SAC.train`` itself. Ignored with gSDE or ``symlog_critic`` (their own loops).
+        default: faster than SB3's loop on one CPU thread, ``benchmarks/README.md``, MBPO speed), and the
+        model ensemble's epochs take :class:`~sb3_mb.common.ensemble.EnsembleTrainer`'s fused step (fused
+        Adam, weight decay on the gradients). Off: SB3's ``SAC.train`` itself and the trainer's reference
+        step. The SAC part is ignored with gSDE or ``symlog_critic`` (their own loops).
     :param compile: ``torch.compile`` the fused update's losses (with ``fused_update``). Off by default: on
         one CPU thread the compiled update was slower than the eager fused one and its first call compiles
         for 10-120 s (``benchmarks/README.md``, MBPO speed); meant for GPUs.
@@ -362,6 +364,7 @@ class MBPO(SafeAlgorithmMixin, SAC):
             loss=loss,
             weight_decay=self.model_weight_decay,
             owner=owner,
+            fused=self.fused_update,
         )
 
     def _create_aliases(self) -> None:

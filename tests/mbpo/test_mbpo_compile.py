@@ -183,3 +183,25 @@ def test_compiled_update_is_seeded_deterministic():
     first, second = run(), run()
     for key in first:
         torch.testing.assert_close(second[key], first[key], rtol=0, atol=0, msg=key)
+
+
+def test_relu_in_place_only_after_linear_and_same_gradients():
+    """Only a ReLU right after a Linear goes in place (after anything else its input may be needed), and
+    the network's output and gradients do not change."""
+    from sb3_mb.common.sac_update import relu_in_place
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.ReLU()
+    )
+    x = torch.randn(5, 3)
+    net(x).square().sum().backward()
+    before = [p.grad.clone() for p in net.parameters()]
+    out_before = net(x).detach()
+    net.zero_grad()
+    assert relu_in_place(net) == 1
+    assert net[1].inplace and not net[4].inplace
+    torch.testing.assert_close(net(x), out_before, rtol=0, atol=0)
+    net(x).square().sum().backward()
+    for p, g in zip(net.parameters(), before, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
