@@ -42,7 +42,7 @@ from torch import nn
 from sb3_mb.common.checks import check_finite
 from sb3_mb.common.distributions import gaussian_nll
 from sb3_mb.common.save_util import atomic_write
-from sb3_mb.gammamodels.flows import conditional_spline_flow, initialize_actnorm
+from sb3_mb.gammamodels.flows import FlowOps, conditional_spline_flow, initialize_actnorm
 
 __all__ = ["OBJECTIVES", "GammaModel", "gamma_mve_weights", "policy_function"]
 
@@ -96,6 +96,17 @@ class GammaModel(nn.Module):
     :param delta: model ``s_e - s`` instead of ``s_e`` (the release's DeltaFlow option; off in its notebook).
     :param tau: Polyak rate of the target copy (0.005). :param learning_rate: Adam's (1e-4).
     :param weight_decay: Adam's L2 coefficient (1e-5).
+    :param fused: the fast path of the same math (issue 15; ``benchmarks/README.md``, γ-models, speed): the
+        flows' densities and samples in plain tensor ops (:class:`~sb3_mb.gammamodels.flows.FlowOps`, the
+        same random draws), the regression target's density of the model-drawn rows from the pass that drew
+        them (zuko's ``rsample_and_log_prob``: one target pass over those rows instead of two), fused Adam,
+        and the Polyak update as two foreach ops (SB3's ``polyak_update``'s arithmetic). ``False``: zuko's
+        objects, SB3's Adam and ``polyak_update`` (the reference in tests/gammamodels/test_gamma_speed.py).
+    :param compile: with ``fused``, the TD loss's three flow passes (online density with its gradient,
+        target samples, target density) through ``torch.compile`` (off by default: about a minute of
+        compilation on the first update for 0.7-0.8 of the eager pass time on a CPU; benchmarks/README.md).
+        The likelihood objective then runs every row through the compiled target pass (static shapes; the
+        same uniforms in the drawn rows, the others unused), ``1 - γ`` of a pass more.
     :param flow_kwargs: :func:`~sb3_mb.gammamodels.flows.conditional_spline_flow` sizes (``bins``,
         ``tail_bound``, ``hidden_sizes``, ``n_blocks``, ``seed``).
     :raises ValueError: for γ outside ``[0, 1)``, ``sigma <= 0``, an unknown objective, ``sample_discount``
@@ -114,6 +125,8 @@ class GammaModel(nn.Module):
         tau: float = 0.005,
         learning_rate: float = 1e-4,
         weight_decay: float = 1e-5,
+        fused: bool = True,
+        compile: bool = False,
         **flow_kwargs: Any,
     ):
         super().__init__()
@@ -128,6 +141,8 @@ class GammaModel(nn.Module):
             tau=tau,
             learning_rate=learning_rate,
             weight_decay=weight_decay,
+            fused=fused,
+            compile=compile,
             **flow_kwargs,
         )
         if not 0.0 <= gamma < 1.0:
@@ -140,13 +155,29 @@ class GammaModel(nn.Module):
             raise ValueError(f"sample_discount must lie in [0, 1], got {sample_discount}")
         if not 0.0 < tau <= 1.0:
             raise ValueError(f"tau must lie in (0, 1], got {tau}")
+        if compile and not fused:
+            raise ValueError("compile=True compiles the fused path: it needs fused=True")
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.gamma, self.sigma, self.objective = gamma, sigma, objective
-        self.sample_discount, self.delta, self.tau = sample_discount, delta, tau
+        self.sample_discount, self.delta, self.tau, self.fused = sample_discount, delta, tau, fused
         self.flow = conditional_spline_flow(obs_dim, obs_dim + action_dim, **flow_kwargs)
         self.target_flow = copy.deepcopy(self.flow)
         self.target_flow.requires_grad_(False)
-        self.optimizer = th.optim.Adam(self.flow.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        self.flow_ops = FlowOps(self.flow) if fused else None
+        self.target_flow_ops = FlowOps(self.target_flow) if fused else None
+        self.compile = compile
+        if fused:  # the TD loss's passes: (x, context) -> log p with gradient; latents -> target samples; ...
+            self._online_density, self._target_inverse, self._target_density = (
+                th.compile(fn, dynamic=False) if compile else fn
+                for fn in (
+                    self.flow_ops.log_prob,
+                    self.target_flow_ops.inverse,
+                    self.target_flow_ops.log_prob,
+                )
+            )
+        self.optimizer = th.optim.Adam(
+            self.flow.parameters(), lr=learning_rate, weight_decay=weight_decay, fused=True if fused else None
+        )
         self.register_buffer("n_updates", th.zeros((), dtype=th.long))
 
     # ------------------------------------------------------------------------------------ densities
@@ -164,18 +195,23 @@ class GammaModel(nn.Module):
             broadcast against each other. :param target: the target copy instead of the online model.
         :return: ``(...)``.
         """
-        flow = self.target_flow if target else self.flow
         x = future_obs - obs if self.delta else future_obs
         shape = th.broadcast_shapes(x.shape[:-1], obs.shape[:-1], actions.shape[:-1])
         context = self.context(obs.expand(*shape, -1), actions.expand(*shape, -1))
+        if self.fused:
+            return (self.target_flow_ops if target else self.flow_ops).log_prob(x.expand(*shape, -1), context)
+        flow = self.target_flow if target else self.flow
         return flow(context).log_prob(x.expand(*shape, -1))
 
     def sample(self, obs: th.Tensor, actions: th.Tensor, n: int = 1, target: bool = False) -> th.Tensor:
         """``n`` samples of ``s_e ~ μ(· | s, a)``: ``(n, ..., d)`` for ``obs (..., d)`` and ``actions
         (..., action_dim)``; no gradient."""
-        flow = self.target_flow if target else self.flow
         with th.no_grad():
-            x = flow(self.context(obs, actions)).sample((n,))
+            if self.fused:
+                x = (self.target_flow_ops if target else self.flow_ops).sample(self.context(obs, actions), n)
+            else:
+                flow = self.target_flow if target else self.flow
+                x = flow(self.context(obs, actions)).sample((n,))
         return x + obs if self.delta else x
 
     def value(
@@ -221,21 +257,65 @@ class GammaModel(nn.Module):
         if self.objective == "likelihood":
             from_model = th.rand(batch, device=obs.device) < self.gamma
             x = single_step.clone()
-            if from_model.any():
+            if self.compile:
+                x = self._static_target_samples(x, from_model, next_obs, next_actions)
+            elif from_model.any():
                 x[from_model] = self.sample(next_obs[from_model], next_actions[from_model], target=True)[0]
-            return -self.log_prob(x, obs, actions).mean()
+            return -self._online_log_prob(x, obs, actions).mean()
         n_model = int(math.floor(self.sample_discount * batch))
         x = single_step.clone()
-        if n_model > 0:
-            x[:n_model] = self.sample(next_obs[:n_model], next_actions[:n_model], target=True)[0]
         with th.no_grad():
+            if self.fused and self.gamma > 0:
+                log_model = self._fused_proposal(x, n_model, next_obs, next_actions)
+            else:
+                if n_model > 0:
+                    x[:n_model] = self.sample(next_obs[:n_model], next_actions[:n_model], target=True)[0]
+                log_model = self.log_prob(x, next_obs, next_actions, target=True) if self.gamma > 0 else None
             log_single = _log_gaussian(x, next_obs, self.sigma) + math.log(1.0 - self.gamma)
-            if self.gamma > 0:
-                log_model = self.log_prob(x, next_obs, next_actions, target=True) + math.log(self.gamma)
-                target = th.logaddexp(log_single, log_model)
+            if log_model is not None:
+                target = th.logaddexp(log_single, log_model + math.log(self.gamma))
             else:
                 target = log_single
-        return (self.log_prob(x, obs, actions) - target).pow(2).mean()
+        return (self._online_log_prob(x, obs, actions) - target).pow(2).mean()
+
+    def _online_log_prob(self, x: th.Tensor, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """The online model's :meth:`log_prob` of the TD loss's ``(B, ·)`` rows (compiled if ``compile``)."""
+        if not self.fused:
+            return self.log_prob(x, obs, actions)
+        return self._online_density(x - obs if self.delta else x, self.context(obs, actions))
+
+    def _static_target_samples(
+        self, x: th.Tensor, from_model: th.Tensor, next_obs: th.Tensor, next_actions: th.Tensor
+    ) -> th.Tensor:
+        """The likelihood objective's ``x`` with the rows ``from_model`` replaced by target samples, in one
+        compiled pass over all ``B`` rows, the drawn rows from the uniforms :meth:`sample` would draw."""
+        n = int(from_model.sum())
+        if n == 0:
+            return x
+        latents = th.zeros_like(x)
+        latents[from_model] = self.target_flow_ops.latent((1, n))[0]
+        with th.no_grad():
+            samples = self._target_inverse(latents, self.context(next_obs, next_actions))[0]
+        return th.where(from_model.unsqueeze(-1), samples + next_obs if self.delta else samples, x)
+
+    def _fused_proposal(
+        self, x: th.Tensor, n_model: int, next_obs: th.Tensor, next_actions: th.Tensor
+    ) -> th.Tensor:
+        """The regression's proposal with ``fused``: writes the target model's samples into ``x[:n_model]``
+        (the same draws as :meth:`sample`) and returns ``log μ_target(x | s', a')`` ``(B,)``, the model-drawn
+        rows' from the pass that drew them, the others' from one density pass."""
+        parts = []
+        if n_model > 0:
+            context = self.context(next_obs[:n_model], next_actions[:n_model])
+            sample, log_prob = self._target_inverse(
+                self.target_flow_ops.latent((1, n_model))[0], context, True
+            )
+            x[:n_model] = sample + next_obs[:n_model] if self.delta else sample
+            parts.append(log_prob)
+        if n_model < x.shape[0]:
+            rest = x[n_model:] - next_obs[n_model:] if self.delta else x[n_model:]
+            parts.append(self._target_density(rest, self.context(next_obs[n_model:], next_actions[n_model:])))
+        return th.cat(parts) if len(parts) > 1 else parts[0]
 
     def update(
         self, obs: th.Tensor, actions: th.Tensor, next_obs: th.Tensor, next_actions: th.Tensor
@@ -255,7 +335,13 @@ class GammaModel(nn.Module):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        polyak_update(self.flow.parameters(), self.target_flow.parameters(), self.tau)
+        if self.fused:  # SB3's polyak_update, target ← (1 - τ) target + τ online, as two foreach ops
+            with th.no_grad():
+                target_parameters = list(self.target_flow.parameters())
+                th._foreach_mul_(target_parameters, 1.0 - self.tau)
+                th._foreach_add_(target_parameters, list(self.flow.parameters()), alpha=self.tau)
+        else:
+            polyak_update(self.flow.parameters(), self.target_flow.parameters(), self.tau)
         self.n_updates += 1
         return float(loss.detach())
 
