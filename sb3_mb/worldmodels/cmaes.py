@@ -31,7 +31,14 @@ import torch as th
 from sb3_mb.worldmodels.dream import DreamEnv
 from sb3_mb.worldmodels.policies import WorldModelsPolicy
 
-__all__ = ["PARALLEL_BACKENDS", "ControllerES", "RolloutEvaluator", "evaluate_population", "make_pool"]
+__all__ = [
+    "PARALLEL_BACKENDS",
+    "BatchedRolloutEvaluator",
+    "ControllerES",
+    "RolloutEvaluator",
+    "evaluate_population",
+    "make_pool",
+]
 
 #: Where the worker processes run: local processes, or the actors of a Ray cluster.
 PARALLEL_BACKENDS = ("processes", "ray")
@@ -185,6 +192,87 @@ class RolloutEvaluator:
 
 
 @dataclass
+class BatchedRolloutEvaluator:
+    """Scores many candidates' episodes in lockstep in the real env (issue 15): ``len(envs)`` episodes at a
+    time, each in its own env, with one batched call of V's encoder, C (every episode with its own
+    candidate's weights, :meth:`~sb3_mb.worldmodels.policies.Controller.batched`) and M's LSTM step per step
+    instead of one call per episode; the envs themselves still step one after the other.
+
+    Each episode is the one :class:`RolloutEvaluator` plays (the same seed, C's deterministic action, the
+    same order of V, C and M within a step); its return agrees with it to float32 rounding of the batched
+    matmuls and convolutions (tests/worldmodels/test_worldmodels_speed.py).
+
+    :ivar policy: the policy whose V and M every candidate's C runs on (its own ``controller`` untouched).
+    :ivar envs: real Gymnasium envs as the policy sees them, all alike (from ``controller_env_fn``).
+    :ivar max_episode_steps: cut each episode after this many steps (None: the env's own limit).
+    """
+
+    policy: WorldModelsPolicy
+    envs: list[gym.Env]
+    max_episode_steps: int | None = None
+    env_steps: int = field(default=0)
+
+    def evaluate_population(self, candidates: np.ndarray, seeds: Sequence[Sequence[int]]) -> np.ndarray:
+        """Mean returns ``(population,)`` of ``candidates (population, n_parameters)``, candidate ``i`` over
+        the episodes seeded with ``seeds[i]`` (:meth:`RolloutEvaluator.evaluate` for each)."""
+        tasks = [(i, int(seed)) for i, candidate_seeds in enumerate(seeds) for seed in candidate_seeds]
+        totals: list[float] = []
+        for start in range(0, len(tasks), len(self.envs)):
+            chunk = tasks[start : start + len(self.envs)]
+            totals += self.episode_returns(candidates[[i for i, _ in chunk]], [seed for _, seed in chunk])
+        returns, k = [], 0
+        for candidate_seeds in seeds:
+            returns.append(float(np.mean(totals[k : k + len(candidate_seeds)])))
+            k += len(candidate_seeds)
+        return np.array(returns)
+
+    @th.inference_mode()
+    def episode_returns(self, vectors: np.ndarray, seeds: Sequence[int]) -> list[float]:
+        """Undiscounted returns of ``len(seeds)`` episodes played together, episode ``k`` by C with the
+        weights ``vectors[k]`` in ``envs[k]`` reset with ``seeds[k]``.
+
+        :raises ValueError: for more episodes than envs.
+        :raises FloatingPointError: for an observation holding NaN or inf (as ``predict``).
+        """
+        policy, n = self.policy, len(seeds)
+        if n > len(self.envs):
+            raise ValueError(f"{n} episodes need as many envs, got {len(self.envs)}")
+        policy.set_training_mode(False)
+        device = policy.device
+        weights = th.as_tensor(np.asarray(vectors, dtype=np.float64), dtype=th.float32, device=device)
+        observations = [env.reset(seed=seed)[0] for env, seed in zip(self.envs, seeds, strict=False)]
+        h = th.zeros(n, policy.hidden_size, device=device)
+        c = th.zeros(n, policy.hidden_size, device=device)
+        totals, steps, active = [0.0] * n, [0] * n, list(range(n))
+        while active:
+            batch = np.stack([policy._channel_first(np.asarray(observations[k])) for k in active])
+            if np.issubdtype(batch.dtype, np.floating) and not np.all(np.isfinite(batch)):
+                raise FloatingPointError("WorldModels: an episode's observation holds NaN or inf")
+            rows = th.as_tensor(active, device=device)
+            z, _ = policy.vae.encode(policy.obs_to_tensor(np.ascontiguousarray(batch))[0])
+            hidden = (h[rows], c[rows])
+            features = policy.controller_features(th.cat([z, hidden[0]], dim=-1))
+            actions, m_actions = policy.outputs_to_action(policy.controller.batched(weights[rows], features))
+            h[rows], c[rows] = policy.mdn_rnn.step(z, m_actions, hidden)
+            still = []
+            for j, k in enumerate(active):
+                action = actions[j : j + 1].squeeze(axis=0)  # as predict's unbatched action
+                observations[k], reward, terminated, truncated, _ = self.envs[k].step(action)
+                totals[k] += float(reward)
+                steps[k] += 1
+                cut = self.max_episode_steps is not None and steps[k] >= self.max_episode_steps
+                if not (terminated or truncated or cut):
+                    still.append(k)
+            active = still
+        self.env_steps += sum(steps)
+        return totals
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+@dataclass
 class WorkerSpec:
     """What a worker process needs to rebuild a :class:`RolloutEvaluator`: cloudpickled once per stage."""
 
@@ -313,11 +401,12 @@ def make_pool(
 def evaluate_population(
     candidates: np.ndarray,
     seeds: Sequence[Sequence[int]],
-    evaluator: RolloutEvaluator | None = None,
+    evaluator: RolloutEvaluator | BatchedRolloutEvaluator | None = None,
     pool: ProcessWorkers | RayWorkers | None = None,
 ) -> tuple[np.ndarray, int]:
     """Scores of ``candidates (population, n_parameters)``, candidate ``i`` over the episodes ``seeds[i]``:
-    in-process with ``evaluator`` or by the workers of ``pool`` (:func:`make_pool`), with the same result.
+    in-process with ``evaluator`` (one episode after the other, or in lockstep with a
+    :class:`BatchedRolloutEvaluator`) or by the workers of ``pool`` (:func:`make_pool`), with the same result.
 
     :return: ``(returns (population,), env steps taken)``.
     :raises ValueError: unless exactly one of ``evaluator`` and ``pool`` is given.
@@ -332,5 +421,7 @@ def evaluate_population(
         results = pool.map(tasks)
         return np.array([value for value, _ in results]), int(sum(steps for _, steps in results))
     before = evaluator.env_steps
+    if isinstance(evaluator, BatchedRolloutEvaluator):
+        return evaluator.evaluate_population(candidates, seeds), evaluator.env_steps - before
     returns = np.array([evaluator.evaluate(*task) for task in tasks])
     return returns, evaluator.env_steps - before

@@ -131,6 +131,23 @@ class Controller(nn.Module):
         """``(..., feature_dim) -> (..., n_outputs)`` raw outputs."""
         return self.net(features)
 
+    def batched(self, vectors: th.Tensor, features: th.Tensor) -> th.Tensor:
+        """The outputs of ``K`` controllers at once, controller ``k`` with the weights ``vectors[k]`` (in
+        :meth:`get_vector`'s order) on ``features[k]``: ``vectors (K, n_parameters)``, ``features (K,
+        feature_dim)`` -> ``(K, n_outputs)``, row ``k`` what :meth:`forward` gives after
+        ``set_vector(vectors[k])`` (one batched matmul per layer; equal up to float32 rounding)."""
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        h, offset = features, 0
+        for i, linear in enumerate(linears):
+            n_out, n_in = linear.weight.shape
+            weight = vectors[:, offset : offset + n_out * n_in].reshape(-1, n_out, n_in)
+            bias = vectors[:, offset + n_out * n_in : offset + n_out * (n_in + 1)]
+            offset += n_out * (n_in + 1)
+            h = th.baddbmm(bias.unsqueeze(-1), weight, h.unsqueeze(-1)).squeeze(-1)
+            if i < len(linears) - 1:
+                h = th.tanh(h)
+        return h
+
     def get_vector(self) -> np.ndarray:
         """All weights as one float64 vector ``(n_parameters,)`` (CMA-ES's search space)."""
         return nn.utils.parameters_to_vector(self.parameters()).detach().cpu().double().numpy()
@@ -246,12 +263,21 @@ class WorldModelsPolicy(BasePolicy):
         :return: ``(env action, model action)``: ``(batch, *action_shape)`` within the ``Box`` bounds (or
             ``(batch,)`` int64 indices) and M's input form ``(batch, action_dim)`` (``[-1, 1]`` or one-hot).
         """
-        outputs = self.controller(features if self.controller_input == "zh" else features[..., : self.z_dim])
+        return self.outputs_to_action(self.controller(self.controller_features(features)))
+
+    def controller_features(self, features: th.Tensor) -> th.Tensor:
+        """What C reads of ``[z, h]`` ``(..., z_dim + hidden_size)``: all of it, or ``z`` with
+        ``controller_input="z"``."""
+        return features if self.controller_input == "zh" else features[..., : self.z_dim]
+
+    def outputs_to_action(self, outputs: th.Tensor) -> tuple[np.ndarray, th.Tensor]:
+        """C's raw outputs ``(batch, n_outputs)`` as ``(env action, model action)``, as
+        :meth:`controller_action` returns them."""
         if self.discrete:
             index = outputs.argmax(dim=-1)
             start = int(self.action_space.start)
             action = (index.cpu().numpy() + start).astype(np.int64)
-            return action, model_action(action, self.action_space).to(features.device)
+            return action, model_action(action, self.action_space).to(outputs.device)
         squashed = th.tanh(outputs)
         space = self.action_space
         action = self.unscale_action(squashed.cpu().numpy()).reshape((-1, *space.shape))

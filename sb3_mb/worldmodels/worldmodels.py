@@ -60,6 +60,7 @@ from sb3_mb.common.buffers import EpisodeReplayBuffer
 from sb3_mb.common.utils import make_progress_bar, resolve_policy_and_env
 from sb3_mb.worldmodels.cmaes import (
     PARALLEL_BACKENDS,
+    BatchedRolloutEvaluator,
     ControllerES,
     RolloutEvaluator,
     WorkerSpec,
@@ -176,6 +177,12 @@ class WorldModels(WorldModelAlgorithm):
         Results depend neither on it nor on the backend (the workers run on the CPU with one thread:
         bit-identical to in-process scoring on a CPU model; each candidate's episodes are seeded from the
         CMA-ES seed, the generation and the candidate's index alone).
+    :param controller_batch_envs: in-process scoring in the real env with ``controller_env_fn``: episodes
+        played in lockstep, each in its own env from ``controller_env_fn``, with one batched V / C / M call
+        per step (:class:`~sb3_mb.worldmodels.cmaes.BatchedRolloutEvaluator`; each candidate's return as
+        one after the other up to float32 rounding). 1: one episode after the other, the reference.
+        On CarRacing-v3 on one CPU thread 8 envs score at 0.9x the raw env's rate against 0.6-0.7x
+        (``benchmarks/README.md``, World Models, speed).
     :param parallel_backend: ``"processes"``: local processes, started with ``forkserver`` (or ``spawn``), so
         a script using them needs the ``if __name__ == "__main__":`` guard; ``"ray"``: ``n_workers`` actors of
         a Ray cluster, one CPU each, even for ``n_workers=1`` (``pip install 'sb3-mb[ray]'``; every node must
@@ -232,6 +239,7 @@ class WorldModels(WorldModelAlgorithm):
         max_episode_steps: int | None = None,
         dream_max_episode_steps: int = 1000,
         n_workers: int = 1,
+        controller_batch_envs: int = 8,
         parallel_backend: str = "processes",
         ray_address: str | None = None,
         controller_env_fn: Callable[[], gym.Env] | None = None,
@@ -258,6 +266,8 @@ class WorldModels(WorldModelAlgorithm):
             raise ValueError(f"parallel_backend must be one of {PARALLEL_BACKENDS}, got {parallel_backend!r}")
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        if controller_batch_envs < 1:
+            raise ValueError(f"controller_batch_envs must be >= 1, got {controller_batch_envs}")
         if parallel_backend == "ray":
             import_ray()  # before collecting anything
         uses_workers = n_workers > 1 or parallel_backend == "ray"
@@ -298,6 +308,7 @@ class WorldModels(WorldModelAlgorithm):
         )
         self.temperature, self.max_episode_steps = temperature, max_episode_steps
         self.dream_max_episode_steps, self.n_workers = dream_max_episode_steps, n_workers
+        self.controller_batch_envs = controller_batch_envs
         self.parallel_backend, self.ray_address = parallel_backend, ray_address
         self.controller_env_fn, self.train_interval, self.max_grad_norm = (
             controller_env_fn,
@@ -666,6 +677,11 @@ class WorldModels(WorldModelAlgorithm):
             return _EnvMaker(self.controller_env_fn)
         return None
 
+    def _scores_in_lockstep(self, maker: Callable[[WorldModelsPolicy], gym.Env] | None) -> bool:
+        """Whether in-process scoring plays ``controller_batch_envs`` episodes in lockstep: in the real env
+        made by ``controller_env_fn`` (the dream and the training env score one episode after the other)."""
+        return self.controller_batch_envs > 1 and maker is not None and self.controller_env == "real"
+
     def _training_env_for_scoring(self) -> gym.Env:
         """The first env of the training ``DummyVecEnv`` (in-process real-env scoring without
         ``controller_env_fn``).
@@ -715,6 +731,10 @@ class WorldModels(WorldModelAlgorithm):
                 self.max_episode_steps,
             )
             pool = make_pool(self.n_workers, spec, self.parallel_backend, self.ray_address)
+        elif self.n_generations > 0 and self._scores_in_lockstep(maker):
+            n_envs = min(self.controller_batch_envs, self.population_size * self.rollouts_per_candidate)
+            envs = [maker(policy) for _ in range(n_envs)]
+            evaluator = BatchedRolloutEvaluator(policy, envs, self.max_episode_steps)
         else:
             env = maker(policy) if maker is not None else self._training_env_for_scoring()
             evaluator = RolloutEvaluator(policy, env, self.max_episode_steps)
@@ -744,6 +764,8 @@ class WorldModels(WorldModelAlgorithm):
             bar.close()
             if pool is not None:
                 pool.close()
+            if isinstance(evaluator, BatchedRolloutEvaluator):
+                evaluator.close()
         policy.controller.set_vector(self.es.mean)
         if evaluator is not None and maker is None:
             self._restart_training_envs()
