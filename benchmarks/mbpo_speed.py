@@ -4,8 +4,10 @@ Every configuration runs on Pendulum-v1, in its own child process (so that its p
 the same warm-up (``--learning-starts`` random steps, not timed), for ``--steps`` timed env steps:
 
 - ``sac``: SB3 SAC with ``gradient_steps=20`` (the same number of updates, batch size and networks);
-- ``mbpo_sb3``: MBPO with SB3's ``SAC.train`` for its updates (``fused_update=False``), the "before";
-- ``mbpo_fused``: MBPO's default, the fused update (:class:`sb3_mb.common.sac_update.FusedSACUpdate`);
+- ``mbpo_sb3``: MBPO with SB3's ``SAC.train`` for its updates and the ensemble trainer's reference step
+  (``fused_update=False``), the "before";
+- ``mbpo_fused``: MBPO's default, the fused update (:class:`sb3_mb.common.sac_update.FusedSACUpdate`) and the
+  ensemble trainer's fused step (:class:`sb3_mb.common.ensemble.EnsembleTrainer`, ``fused=True``);
 - ``mbpo_compiled``: the fused update with ``compile=True`` (``torch.compile``, mode ``"default"``).
 
 MBPO uses its defaults (20 SAC updates per env step, 7x(4x200) SiLU ensemble retrained every 250 steps with
@@ -20,10 +22,12 @@ early stopping, 400 model rollouts per env step). Reported per configuration:
 - ``peak_rss_mb``: the child's peak resident memory (``peak_rss_children_mb``: the largest of its own
   children's, torch.compile's compiler workers); ``load_before`` / ``load_after``: the 1-minute load
   average when it started and ended (the machine is shared);
-- for ``mbpo_fused``: how close model training runs to the machine's limit: after the timed run, the
-  ensemble trains ``--efficiency-epochs`` more epochs on the run's real data; its FLOPs (counted from the
-  layer sizes: forward + two backward matmuls per training example and member, one forward per holdout
-  example) per second, against a plain float32 matmul's in the same process.
+- ``model_train_ms_per_epoch``: model training time per epoch (early stopping decides the epochs);
+- for ``mbpo_sb3`` and ``mbpo_fused``: how close model training runs to the machine's limit: after the
+  timed run, the ensemble trains ``--efficiency-epochs`` more epochs on the run's real data; its FLOPs
+  (counted from the layer sizes: forward + two backward matmuls per training example and member, one
+  forward per holdout example) per second, against a plain float32 matmul's in the same process (a 2048
+  square one, and one of a hidden layer's shape at the training batch).
 
 Usage::
 
@@ -40,13 +44,12 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 
 import torch as th
-from measure import matmul_flops_per_second  # benchmarks/ is the script's directory
+from measure import matmul_flops_per_second, peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -72,6 +75,7 @@ class StepTimer(BaseCallback):
         self.start: float | None = None
         self.cpu_start = 0.0
         self.model_train_s = 0.0
+        self.model_epochs = 0
         self.rollout_s = 0.0
 
     def _on_step(self) -> bool:
@@ -83,6 +87,8 @@ class StepTimer(BaseCallback):
         values = self.model.logger.name_to_value
         if self.start is not None:
             # MBPO records these once per model training; read and clear them so each counts once.
+            if "time/model_train_s" in values:
+                self.model_epochs += int(values.get("model/n_epochs", 0))
             self.model_train_s += values.pop("time/model_train_s", 0.0)
             self.rollout_s += values.pop("time/rollout_s", 0.0)
 
@@ -159,22 +165,31 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
         model_s = timer.model_train_s + timer.rollout_s
         out.update(
             model_train_ms_per_step=1000 * timer.model_train_s / args.steps,
+            # Early stopping decides the epochs (67-334 ms per env step for the same settings): per epoch
+            # is the comparable figure.
+            model_train_epochs=timer.model_epochs,
+            model_train_ms_per_epoch=1000 * timer.model_train_s / max(timer.model_epochs, 1),
             rollout_ms_per_step=1000 * timer.rollout_s / args.steps,
             rest_ms_per_step=1000 * (seconds - model_s) / args.steps,
             model_trainings=model._model_train_count,
         )
-    if name == "mbpo_fused" and args.efficiency_epochs > 0:
+    if name in ("mbpo_sb3", "mbpo_fused") and args.efficiency_epochs > 0:  # reference and fused ensemble step
         train_flops, epochs = model_training_flops_per_second(model, args.efficiency_epochs)
         matmul_flops = matmul_flops_per_second(th.device(args.device))
+        hidden = model.dynamics.hidden_layers[-1].out_features
+        layer_flops = matmul_flops_per_second(args.device, shape=(model.model_batch_size, hidden, hidden))
         out.update(
             model_train_gflops=train_flops / 1e9,
             matmul_gflops=matmul_flops / 1e9,
             model_train_fraction_of_matmul=train_flops / matmul_flops,
+            # Against a matmul of one member's hidden layer at the training batch (cached, often faster).
+            layer_matmul_gflops=layer_flops / 1e9,
+            model_train_fraction_of_layer_matmul=train_flops / layer_flops,
             efficiency_epochs=epochs,
         )
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # torch.compile's compiler workers run as child processes: their largest peak, apart.
-    out["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rss = peak_rss_mb()
+    out["peak_rss_mb"], out["peak_rss_children_mb"] = rss["self"], rss["children"]
     out["load_before"], out["load_after"] = load_before, os.getloadavg()[0]
     return out
 
