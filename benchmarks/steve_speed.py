@@ -29,6 +29,7 @@ Usage::
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 flock /tmp/bench.lock python benchmarks/steve_speed.py --config paper
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 flock /tmp/bench.lock python benchmarks/steve_speed.py --config zoo
+    # where the fused path's time goes: add --profile (torch.profiler tables, printed after the results)
 
 Writes ``benchmarks/results/steve_speed.json`` (one entry per configuration, merged with the file).
 """
@@ -115,6 +116,11 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=600)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print torch.profiler tables of one fused expansion pass and update",
+    )
     args = parser.parse_args()
     th.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     load_before = os.getloadavg()
@@ -240,6 +246,34 @@ def main() -> None:
     with open(RESULTS, "w") as f:
         json.dump(results, f, indent=2, default=str)
     print(json.dumps(entry, indent=2, default=str))
+    if args.profile:
+        profile(steve)
+
+
+def profile(steve: STEVE) -> None:
+    """torch.profiler tables (operators by self CPU time) of one expansion pass, one world-model update and
+    one value update of the fused path."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    batch = steve._sample(steve.batch_size)
+    model_steps, steve.model_gradient_steps = steve.model_gradient_steps, 0
+    for what, fn in (
+        ("expansion pass", lambda: steve.expansion(batch)),
+        ("world-model update", lambda: steve.train_world_model(1)),
+        ("value update (expansion included)", lambda: steve.train(1, steve.batch_size)),
+    ):
+        fn()
+        with torch_profile(activities=[ProfilerActivity.CPU, *_cuda(steve.device)]) as prof:
+            fn()
+        print(f"\n{what}:\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    steve.model_gradient_steps = model_steps
+
+
+def _cuda(device: th.device) -> list:
+    from torch.profiler import ProfilerActivity
+
+    return [ProfilerActivity.CUDA] if th.device(device).type == "cuda" else []
 
 
 if __name__ == "__main__":

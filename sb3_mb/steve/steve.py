@@ -232,13 +232,15 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
     :param model_pretrain_steps: world-model updates made once, at ``learning_starts``, before the first value
         update uses the model.
     :param fused_update: the same math in fewer, cheaper operations (:mod:`sb3_mb.steve.fused`, issue 15):
-        the expansion's rollout as gradient-free member-by-member ``addmm`` passes into reused buffers, with
-        ``pi`` and ``Q`` at the shared start state evaluated once; the world model's L2 term as Adam's
-        weight decay (its gradient ``c * theta``; its value computed without a graph for the log); torch's
-        fused Adam kernels; the policy loss without the critic's weight gradients (which the reference
-        computes and discards). Same random numbers and order of updates as ``False`` (the reference code
-        path, kept for tests and comparison); results equal to float32 rounding. At the paper's sizes on
-        one CPU thread: expansion pass 283 -> 230 ms, world-model update 111 -> 67 ms
+        the expansion's rollout as gradient-free ``baddbmm`` passes into reused buffers, with ``pi`` and
+        ``Q`` at the shared start state evaluated once; the world model's L2 term as Adam's weight decay
+        (its gradient ``c * theta``; its value computed without a graph for the log); torch's fused Adam
+        kernels; the policy loss without the critic's weight gradients (which the reference computes and
+        discards). Same random numbers and order of updates as ``False`` (the reference code path, kept for
+        tests and comparison); results equal to float32 rounding. Nothing is compiled: ``torch.compile``
+        of the transition pass or of the world-model loss (forward and backward) took 12-16 s to compile
+        and ran no faster on one CPU thread. At the paper's sizes on one CPU thread, per env step 1900 ->
+        1380 ms, expansion pass 336 -> 259 ms, world-model update 127 -> 76 ms
         (``benchmarks/steve_speed.py``).
     :raises ValueError: for an unknown ``target_mode`` (listing the valid ones), a
         ``value_expansion_horizon < 1`` with a model mode, an ``explore_chance`` outside ``[0, 1]``, a
