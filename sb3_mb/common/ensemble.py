@@ -537,7 +537,7 @@ class EnsembleTrainer:
         if self.fused:
             set_adam_impl(self.optimizer, "fused")
         elif any(group.get("fused") for group in self.optimizer.param_groups):
-            set_adam_impl(self.optimizer, "single")  # torch's default on CPU
+            set_adam_impl(self.optimizer, "default")
 
         n_holdout = min(int(n * self.holdout_ratio), self.max_holdout)
         if n - n_holdout < 1:

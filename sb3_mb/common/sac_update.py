@@ -38,8 +38,9 @@ from stable_baselines3.sac import SAC
 
 __all__ = ["OPTIMIZER_IMPLS", "FusedSACUpdate", "gradients_surely_finite", "relu_in_place", "set_adam_impl"]
 
-#: ``set_adam_impl(impl=...)``: torch's Adam implementations (``"single"``: the per-tensor loop).
-OPTIMIZER_IMPLS = ("fused", "foreach", "single")
+#: ``set_adam_impl(impl=...)``: torch's Adam implementations (``"single"``: the per-tensor loop;
+#: ``"default"``: torch's choice, the per-tensor loop on CPU and ``foreach`` on CUDA).
+OPTIMIZER_IMPLS = ("fused", "foreach", "single", "default")
 
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 _SQUASH_EPSILON = 1e-6  # SB3's SquashedDiagGaussianDistribution epsilon
@@ -48,9 +49,10 @@ _SQUASH_EPSILON = 1e-6  # SB3's SquashedDiagGaussianDistribution epsilon
 def set_adam_impl(optimizer: th.optim.Optimizer, impl: str) -> None:
     """Switch an existing ``torch.optim.Adam`` (or ``AdamW``) between its implementations in place.
 
-    The update rule is the same in all three (torch's Adam), only the kernels differ: ``"fused"`` (one
-    kernel over all tensors, CPU and CUDA), ``"foreach"`` (one kernel per operation over all tensors) or
-    ``"single"`` (SB3's default on CPU: a Python loop over tensors). The step counters move to the
+    The update rule is the same in all of them (torch's Adam), only the kernels differ: ``"fused"`` (one
+    kernel over all tensors, CPU and CUDA), ``"foreach"`` (one kernel per operation over all tensors),
+    ``"single"`` (a Python loop over tensors) or ``"default"`` (torch's choice, as an optimizer is built:
+    ``"single"`` on CPU, ``"foreach"`` on CUDA). The step counters move to the
     parameters' device when ``"fused"`` needs them there. Other optimizers are left alone.
 
     :raises ValueError: for an unknown ``impl``.
@@ -62,8 +64,8 @@ def set_adam_impl(optimizer: th.optim.Optimizer, impl: str) -> None:
     for group in optimizer.param_groups:
         if group.get("differentiable") or group.get("capturable"):
             continue
-        group["fused"] = impl == "fused"
-        group["foreach"] = impl == "foreach"
+        group["fused"] = impl == "fused" if impl != "default" else None
+        group["foreach"] = impl == "foreach" if impl != "default" else None
         for p in group["params"]:
             step = optimizer.state.get(p, {}).get("step")
             if th.is_tensor(step):

@@ -23,6 +23,7 @@ import torch as th
 from torch import nn
 
 from sb3_mb.common.ensemble import EnsembleMLP
+from sb3_mb.common.sac_update import set_adam_impl
 
 __all__ = ["configure_adam", "ensemble_mean", "l2_value"]
 
@@ -70,28 +71,15 @@ def ensemble_mean(mlp: EnsembleMLP, x: th.Tensor, workspace: dict | None = None)
 
 
 def configure_adam(optimizer: th.optim.Optimizer, fused: bool, weight_decay: float) -> None:
-    """Switch an Adam optimizer in place between torch's fused kernel (``fused=True``, CPU and CUDA) and the
-    per-tensor loop, with the given (coupled) ``weight_decay``; the update rule is torch's Adam in both.
-
-    Left alone: optimizers other than ``Adam`` and groups already in the requested state (so an optimizer
-    never switched stays as built on the reference path).
+    """Switch an Adam optimizer in place between torch's fused kernel (``fused=True``, CPU and CUDA) and
+    torch's default kernels (:func:`~sb3_mb.common.sac_update.set_adam_impl`), with the given (coupled)
+    ``weight_decay``; the update rule is torch's Adam in both. Optimizers other than ``Adam`` are left alone.
     """
     if type(optimizer) is not th.optim.Adam:
         return
+    set_adam_impl(optimizer, "fused" if fused else "default")
     for group in optimizer.param_groups:
-        if group.get("differentiable") or group.get("capturable"):
-            continue
-        if bool(group.get("fused")) == fused and group.get("weight_decay", 0.0) == weight_decay:
-            continue
-        group["fused"], group["foreach"], group["weight_decay"] = (
-            (True if fused else None),
-            False,
-            weight_decay,
-        )
-        for p in group["params"]:
-            step = optimizer.state.get(p, {}).get("step")
-            if th.is_tensor(step):
-                optimizer.state[p]["step"] = step.to(p.device if fused else "cpu")
+        group["weight_decay"] = weight_decay
 
 
 @th.no_grad()
