@@ -16,7 +16,10 @@ Each path's first plan call (warm-up) is timed too; the returns of both paths on
 Two matmul references are reported: a 2048 x 2048 square product (``matmul_gflops``, the issue's) and the
 objective's own layer shapes (``shape_matmul_gflops``: the total matmul FLOPs over the sum of each layer's
 FLOPs divided by its own product's rate, ``(rows, in, out)`` timed by ``measure.matmul_flops_per_second``);
-small products that stay in cache run faster on CPU, so the second fraction is the stricter one.
+small products that stay in cache run faster on CPU, so the second fraction is the stricter one. A third,
+``matmul_loop_gflops``, runs the objective's matmuls alone in its loop (every layer's product in turn, the
+horizon's steps, no elementwise work): the ceiling of a loop of these products on this machine. Each round
+of the timing measures all three references beside the paths; fractions are medians over the rounds.
 
 Usage::
 
@@ -111,6 +114,32 @@ def shape_matmul_flops_per_second(device: th.device, rows: int, action_dim: int)
     return sum(2 * rows * k * n for k, n in shapes) / seconds
 
 
+def matmul_loop_flops_per_second(device: th.device, rows: int, action_dim: int, horizon: int) -> float:
+    """The rate of the objective's matmuls alone, in the objective's order: ``horizon`` steps of every layer's
+    ``(rows, in) @ (in, out)`` into preallocated outputs, no elementwise work; the best a loop over these
+    layers' products runs here (operands no longer stay in cache from one product to the next as they do
+    when one shape is timed alone)."""
+    shapes = PriorRolloutStandIn.layer_shapes(action_dim)
+    inputs = {k: th.randn(rows, k, device=device) for k, _ in shapes}
+    weights = [th.randn(k, n, device=device) for k, n in shapes]
+    outputs = [th.empty(rows, n, device=device) for _, n in shapes]
+
+    def loop() -> None:
+        for _ in range(horizon):
+            for (k, _), weight, out in zip(shapes, weights, outputs, strict=True):
+                th.mm(inputs[k], weight, out=out)
+
+    loop()
+    best = float("inf")
+    for _ in range(3):
+        sync(device)
+        start = time.perf_counter()
+        loop()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return horizon * sum(2 * rows * k * n for k, n in shapes) / best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -175,7 +204,7 @@ def main() -> None:
     # and both matmul references, so that each fraction compares times taken under the same machine load.
     rows = cem.n_candidates * args.batch
     first_call, plans, times = {}, {}, {name: [] for name in objectives}
-    square, shaped = [], []
+    square, shaped, looped = [], [], []
     for name, obj in objectives.items():
         first_call[name], plans[name] = time_plan(obj, cem.initial_plan(args.batch))
     for _ in range(args.repeats):
@@ -184,6 +213,7 @@ def main() -> None:
             times[name].append(seconds)
         square.append(matmul_flops_per_second(device))
         shaped.append(shape_matmul_flops_per_second(device, rows, args.action_dim))
+        looped.append(matmul_loop_flops_per_second(device, rows, args.action_dim, cem.planning_horizon))
     overhead = [time_plan(lambda a: a.sum(dim=(-1, -2)), cem.initial_plan(args.batch))[0] for _ in range(3)]
 
     model_flops = (
@@ -206,6 +236,9 @@ def main() -> None:
             # Medians over the rounds of (this round's achieved rate / this round's matmul rate).
             "fraction_of_matmul_peak": float(
                 np.median([model_flops / t / r for t, r in zip(times[name], square, strict=True)])
+            ),
+            "fraction_of_matmul_loop": float(
+                np.median([model_flops / t / r for t, r in zip(times[name], looped, strict=True)])
             ),
             "fraction_of_shape_matmul": float(
                 np.median([model_flops / t / r for t, r in zip(times[name], shaped, strict=True)])
@@ -231,6 +264,8 @@ def main() -> None:
         "matmul_gflops_all": [r / 1e9 for r in square],
         "shape_matmul_gflops": float(np.median(shaped)) / 1e9,
         "shape_matmul_gflops_all": [r / 1e9 for r in shaped],
+        "matmul_loop_gflops": float(np.median(looped)) / 1e9,
+        "matmul_loop_gflops_all": [r / 1e9 for r in looped],
         "peak_rss_mb": peak_rss_mb(),
     }
     if args.model == "planet":

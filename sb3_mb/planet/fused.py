@@ -26,6 +26,7 @@ order, so the fused and the reference objective differ by float rounding only (s
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch as th
 from torch import nn
@@ -51,6 +52,53 @@ def supports_fused_objective(rssm: nn.Module, reward_model: nn.Module) -> bool:
     return isinstance(reward_model[-1], nn.Linear) and reward_model[-1].out_features == 1 and len(linears) > 0
 
 
+class FusedWeights(NamedTuple):
+    """The weights as the fused loop reads them: each layer's ``(in, out)`` matrix with its bias as a last row
+    (for inputs ``[x | 1]``); ``rz`` the GRU's ``r, z`` gates for ``[h | 1 | x | 1]``; ``head`` the reward
+    head's layers in order, matrices for its ``nn.Linear`` layers and the activation modules between."""
+
+    state_action: th.Tensor
+    rz: th.Tensor
+    hidden_n: th.Tensor
+    input_n: th.Tensor
+    prior_hidden: th.Tensor
+    prior: th.Tensor
+    head: tuple[th.Tensor | nn.Module, ...]
+
+
+def _with_bias(weight: th.Tensor, bias: th.Tensor | None) -> th.Tensor:
+    """An ``(out, in)`` weight and its bias ``(out,)`` as one ``(in + 1, out)`` matrix."""
+    bias = th.zeros(weight.shape[0], device=weight.device, dtype=weight.dtype) if bias is None else bias
+    return th.cat([weight.t(), bias[None]], dim=0)
+
+
+@th.no_grad()
+def fused_weights(rssm: RSSM, reward_model: nn.Sequential) -> FusedWeights:
+    """The current weights of ``rssm`` and ``reward_model`` laid out for :func:`fused_prior_returns` (copies:
+    prepare them again after the weights change, see :func:`parameter_versions`)."""
+    gru, belief_size = rssm.rnn, rssm.belief_size
+    rz, n = slice(0, 2 * belief_size), slice(2 * belief_size, 3 * belief_size)
+    w_hh, w_ih = _with_bias(gru.weight_hh, gru.bias_hh), _with_bias(gru.weight_ih, gru.bias_ih)
+    return FusedWeights(
+        state_action=_with_bias(rssm.fc_state_action.weight, rssm.fc_state_action.bias),
+        rz=th.cat([w_hh[:, rz], w_ih[:, rz]], dim=0),  # [h | 1 | x | 1] -> r | z gates, both biases
+        hidden_n=w_hh[:, n].contiguous(),
+        input_n=w_ih[:, n].contiguous(),
+        prior_hidden=_with_bias(rssm.fc_prior_hidden.weight, rssm.fc_prior_hidden.bias),
+        prior=_with_bias(rssm.fc_prior.weight, rssm.fc_prior.bias),
+        head=tuple(
+            _with_bias(layer.weight, layer.bias) if isinstance(layer, nn.Linear) else layer
+            for layer in reward_model
+        ),
+    )
+
+
+def parameter_versions(*modules: nn.Module) -> tuple[int, ...]:
+    """The version counters of every parameter of ``modules``: they change with every in-place update (an
+    optimizer step, ``load_state_dict``), so prepared :class:`FusedWeights` are stale when these differ."""
+    return tuple(parameter._version for module in modules for parameter in module.parameters())
+
+
 @th.no_grad()
 def fused_prior_returns(
     rssm: RSSM,
@@ -61,6 +109,7 @@ def fused_prior_returns(
     weights: th.Tensor,
     generator: th.Generator | None,
     sample: bool,
+    prepared: FusedWeights | None = None,
 ) -> th.Tensor:
     """The discounted predicted rewards of prior rollouts, ``sum_t weights[t] r(s_t, h_t)`` over ``t = 1..H``.
 
@@ -77,6 +126,7 @@ def fused_prior_returns(
     :param weights: ``(horizon,)`` per-step weights (the discount's powers).
     :param generator: ``torch.Generator`` for the prior samples (None: global RNG).
     :param sample: sample the prior (the paper's planner) or follow its mean.
+    :param prepared: :func:`fused_weights` of the current weights (None: prepared here).
     :return: ``(rows,)`` returns.
     """
     rows, horizon, action_dim = actions.shape
@@ -86,43 +136,25 @@ def fused_prior_returns(
     device, dtype = weight.device, weight.dtype
     draw = sample and not rssm.mean_only
 
+    w = fused_weights(rssm, reward_model) if prepared is None else prepared
+
     def buffer(width: int, ones: bool = False) -> th.Tensor:
         """``(rows, width)``, with a last column of ones (a bias input) when ``ones``."""
-        out = th.empty(rows, width + int(ones), device=device, dtype=dtype)
         if ones:
-            out[:, width:] = 1.0
-        return out
-
-    def with_bias(weight: th.Tensor, bias: th.Tensor | None) -> th.Tensor:
-        """An ``(out, in)`` weight and its bias as one ``(in + 1, out)`` matrix for ``[x | 1]`` inputs."""
-        bias = th.zeros(weight.shape[0], device=device, dtype=dtype) if bias is None else bias
-        return th.cat([weight.t(), bias[None]], dim=0)
+            return th.ones(rows, width + 1, device=device, dtype=dtype)
+        return th.empty(rows, width, device=device, dtype=dtype)
 
     # Inputs with a column of ones, so that every layer is one mm and no pass adds a bias:
     # [s | a | 1] (the state-action layer's), [h | 1 | x | 1] (the GRU's), [s | h | 1] (the reward head's).
     state_action = buffer(state_size + action_dim, ones=True)
     gru_input = buffer(belief_size + 1 + hidden_size, ones=True)
-    gru_input[:, belief_size] = 1.0
     features = buffer(state_size + belief_size, ones=True)
     belief, belief_1 = gru_input[:, :belief_size], gru_input[:, : belief_size + 1]
     embedded, embedded_1 = gru_input[:, belief_size + 1 : -1], gru_input[:, belief_size + 1 :]
     state_action[:, :state_size].copy_(start.sample)
     features[:, :state_size].copy_(start.sample)
     belief.copy_(start.belief)
-
-    # The weights as the loop uses them (recomputed every call: they are trained between plans).
-    gru = rssm.rnn
-    rz, n = slice(0, 2 * belief_size), slice(2 * belief_size, 3 * belief_size)
-    w_hh, w_ih = with_bias(gru.weight_hh, gru.bias_hh), with_bias(gru.weight_ih, gru.bias_ih)
-    w_rz = th.cat([w_hh[:, rz], w_ih[:, rz]], dim=0)  # [h | 1 | x | 1] -> r | z gates, both biases
-    w_hn, w_in = w_hh[:, n], w_ih[:, n]
-    w_sa = with_bias(rssm.fc_state_action.weight, rssm.fc_state_action.bias)
-    w_prior_hidden = with_bias(rssm.fc_prior_hidden.weight, rssm.fc_prior_hidden.bias)
-    w_prior = with_bias(rssm.fc_prior.weight, rssm.fc_prior.bias)
-    head = [
-        with_bias(layer.weight, layer.bias) if isinstance(layer, nn.Linear) else layer
-        for layer in reward_model
-    ]
+    head = w.head
     head_outputs = [
         buffer(layer.shape[1], ones=index < len(head) - 1) if isinstance(layer, th.Tensor) else None
         for index, layer in enumerate(head)
@@ -136,16 +168,16 @@ def fused_prior_returns(
 
     for t in range(horizon):
         state_action[:, state_size:-1].copy_(actions[:, t])
-        _activate_(rssm.act, th.mm(state_action, w_sa, out=embedded))
+        _activate_(rssm.act, th.mm(state_action, w.state_action, out=embedded))
         # GRU (PyTorch's cell): r, z from input and hidden gates; n = tanh(i_n + r * h_n); h' = (h - n) z + n.
-        th.mm(gru_input, w_rz, out=gates).sigmoid_()
-        th.mm(belief_1, w_hn, out=hidden_gate).mul_(gates[:, :belief_size])
-        th.mm(embedded_1, w_in, out=new_gate).add_(hidden_gate).tanh_()
+        th.mm(gru_input, w.rz, out=gates).sigmoid_()
+        th.mm(belief_1, w.hidden_n, out=hidden_gate).mul_(gates[:, :belief_size])
+        th.mm(embedded_1, w.input_n, out=new_gate).add_(hidden_gate).tanh_()
         belief.sub_(new_gate).mul_(gates[:, belief_size:]).add_(new_gate)
         # The prior p(s_t | h_t) (or of the pre-GRU embedding, arXiv v1) and its sample.
         source = belief_1 if rssm.future_rnn else embedded_1
-        _activate_(rssm.act, th.mm(source, w_prior_hidden, out=prior_hidden[:, :-1]))
-        th.mm(prior_hidden, w_prior, out=prior_stats)
+        _activate_(rssm.act, th.mm(source, w.prior_hidden, out=prior_hidden[:, :-1]))
+        th.mm(prior_hidden, w.prior, out=prior_stats)
         mean, std = prior_stats[:, :state_size], prior_stats[:, state_size:]
         state = features[:, :state_size]
         if draw:

@@ -53,7 +53,13 @@ from sb3_mb.common.planners import CategoricalCEM, GaussianCEM, PlanResult
 from sb3_mb.common.states import StateSpec
 from sb3_mb.common.symlog import SCALE_QUANTILE as REWARD_SCALE_QUANTILE
 from sb3_mb.common.symlog import reward_scale, symexp, symlog
-from sb3_mb.planet.fused import fused_prior_returns, supports_fused_objective
+from sb3_mb.planet.fused import (
+    FusedWeights,
+    fused_prior_returns,
+    fused_weights,
+    parameter_versions,
+    supports_fused_objective,
+)
 from sb3_mb.planet.networks import DumbConvDecoder, DumbConvEncoder, dumb_mlp_decoder, dumb_mlp_encoder
 from sb3_mb.planet.rssm import RSSMState, TransitionModel
 from sb3_mb.planet.transition import make_transition_model
@@ -527,6 +533,13 @@ class PlaNetPolicy(BasePolicy):
             and self.tap is None
             and supports_fused_objective(self.rssm, self.reward_model)
         )
+        prepared: dict[str, Any] = {}  # the fused loop's weights, laid out once for the CEM's iterations
+
+        def fused_weights_now() -> FusedWeights:
+            versions = parameter_versions(self.rssm, self.reward_model)
+            if prepared.get("versions") != versions:  # first call, or the weights changed since
+                prepared.update(versions=versions, weights=fused_weights(self.rssm, self.reward_model))
+            return prepared["weights"]
 
         def objective(actions: th.Tensor) -> th.Tensor:
             n_envs, n_candidates = actions.shape[:2]
@@ -550,6 +563,7 @@ class PlaNetPolicy(BasePolicy):
                     weights,
                     generator,
                     sample,
+                    fused_weights_now(),
                 )
                 return returns.reshape(n_envs, n_candidates)
             priors = by_env(self.rssm.imagine(rows_of(start), actions, generator, sample, time=times))

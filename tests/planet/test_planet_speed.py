@@ -86,6 +86,23 @@ def test_fused_objective_equals_the_reference_with_the_same_random_numbers(kwarg
     assert th.equal(fast_rng, reference_rng)
 
 
+def test_fused_objective_reads_the_current_weights():
+    """One objective (the CEM calls it once per iteration) lays out the fused weights once, and again after
+    the weights change in place (as by an optimizer step between two calls): never stale."""
+    policy = _policy(plan_on_prior_mean=True)  # no sampling: the calls compare without a generator
+    start, actions = _start(policy), _actions(policy)
+    with th.no_grad():
+        objective = policy.planning_objective(start, None)
+        before = objective(actions)
+        for parameter in policy.parameters():
+            parameter.mul_(0.9)
+        after = objective(actions)
+        policy.fused_planning = False
+        expected = policy.planning_objective(start, None)(actions)
+    assert (after - before).abs().max() > 1e-3
+    th.testing.assert_close(after, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_fused_objective_samples_and_is_deterministic():
     """The fused rollout samples the prior (another seed, other returns) and a seed fixes it."""
     policy = _policy()
