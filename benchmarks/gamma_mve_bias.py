@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
@@ -317,7 +318,9 @@ def main() -> None:
             th.manual_seed(repeat)
             contrasts.append(targets[repeat] - expanded_targets(data2))
         rows[name] = summary(
-            targets, contrasts, {"raw_norm2": float(np.mean(norms)), "ms_per_batch": 1e3 * seconds}
+            targets,
+            contrasts,
+            {"raw_norm2": float(np.mean(norms)), "ms_per_batch": 1e3 * seconds, "peak_rss_mb": peak_rss_mb()},
         )
         model.project_observations = original["project_observations"]
         model.predicted_rewards = original["predicted_rewards"]

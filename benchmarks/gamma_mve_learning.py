@@ -37,6 +37,7 @@ import time
 
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -110,6 +111,7 @@ def run_record(args, algo: str, seed: int, kwargs: dict, callback: EvalEvery, fi
         "steps_to_threshold": reached[0] if reached else None,
         "threshold": args.threshold,
         "wall_s": time.perf_counter() - callback.start,
+        "peak_rss_mb": peak_rss_mb(),  # this process's peak so far (its earlier runs included)
         "finished": finished,
         "override": json.loads(args.override) if algo == "gammamve" else {},
         "kwargs": {k: v for k, v in kwargs.items() if k != "policy_kwargs"}

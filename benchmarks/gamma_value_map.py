@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3 import SAC
 
 from sb3_mb.gammamodels import GammaModel, maps
@@ -90,6 +91,7 @@ def main() -> None:
                 "final_spearman": curve[-1]["spearman"],
                 "seconds": seconds,
                 "ms_per_update": 1000 * seconds / args.updates,
+                "peak_rss_mb": peak_rss_mb(),  # the process's peak so far (SAC, earlier objectives included)
             }
         )
     result = {

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3 import DDPG, SAC, TD3
 from stable_baselines3.common.env_util import make_vec_env
 
@@ -85,6 +86,7 @@ def run(algo: str, seed: int, steps: int, position_cost: float, override: dict[s
         "position_cost": position_cost,
         "cost": episode_cost(model, position_cost),
         "wall_s": time.perf_counter() - start,
+        "peak_rss_mb": peak_rss_mb(),  # this process's peak so far (its earlier runs included)
         "kwargs": {k: repr(v) for k, v in kwargs.items()},
     }
 

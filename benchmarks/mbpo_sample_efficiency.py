@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -87,6 +88,7 @@ def run(algo: str, seed: int, budget: int, eval_freq: int, threshold: float) -> 
         "budget": budget,
         "steps_to_threshold": callback.reached_at,
         "wall_s": time.perf_counter() - start,
+        "peak_rss_mb": peak_rss_mb(),  # this process's peak so far (its earlier runs included)
         "curve": callback.curve,
     }
 

@@ -35,6 +35,7 @@ import platform
 import time
 
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -133,6 +134,7 @@ def main() -> None:
         "steps": steps,
         "kwargs": kwargs,
         "wall_s": time.perf_counter() - start,
+        "peak_rss_mb": peak_rss_mb(),
         "device": str(model.device),
         "threads": th.get_num_threads(),
         "machine": platform.machine(),

@@ -44,6 +44,7 @@ import time
 
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -173,6 +174,7 @@ def main() -> None:
             final_return=callback.results[-1]["mean_return"] if callback.results else None,
             best_return=max((r["mean_return"] for r in callback.results), default=None),
             wall_seconds=wall,
+            peak_rss_mb=peak_rss_mb(),  # this process's peak so far (its earlier runs included)
             kwargs={k: v for k, v in kwargs.items() if k != "policy_kwargs"},
             policy_kwargs=kwargs.get("policy_kwargs", {}),
         )

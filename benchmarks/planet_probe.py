@@ -42,6 +42,7 @@ import time
 import gymnasium
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_mb import PlaNet
@@ -196,6 +197,7 @@ def main() -> None:
                     probe_steps=len(latents["episode"]),
                     r2=r2,
                     train_seconds=wall,
+                    peak_rss_mb=peak_rss_mb(),  # this process's peak so far (its earlier runs included)
                     kwargs=KWARGS,
                     policy_kwargs=policy_kwargs,
                 )

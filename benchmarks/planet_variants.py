@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -163,6 +164,7 @@ def main() -> None:
                 final_return=evaluations[-1]["mean_return"],
                 train_returns=train_returns,
                 wall_seconds=wall,
+                peak_rss_mb=peak_rss_mb(),  # this process's peak so far (its earlier runs included)
                 kwargs=kwargs,
                 policy_kwargs=policy_kwargs,
             )

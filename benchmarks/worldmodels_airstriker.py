@@ -34,6 +34,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
@@ -122,6 +123,7 @@ def run(name: str, args: argparse.Namespace, seed: int) -> dict:
         )
         return {
             "train_seconds": train_s,
+            "peak_rss_mb": peak_rss_mb(),  # this process's peak so far (its earlier runs included)
             "env_steps_per_second": args.steps / train_s if train_s else None,
             "training_episodes": len(training),
             "last_10_training_return": float(np.mean(training[-10:])) if training else None,

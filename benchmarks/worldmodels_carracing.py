@@ -37,6 +37,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
@@ -203,6 +204,7 @@ def main() -> None:
             "mdn_nll": times["train_mdn_rnn_out"].get("nll"),
             "total": time.perf_counter() - total_start,
         },
+        "peak_rss_mb": peak_rss_mb(),
         "results": results,
     }
     print(json.dumps(result, indent=2))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -96,6 +97,7 @@ def main() -> None:
                 "return_mean": mean,
                 "return_std": std,
                 "seconds": seconds,
+                "peak_rss_mb": peak_rss_mb(),  # this process's peak so far (its earlier runs included)
                 "scoring_steps": scoring["steps"],  # real env steps, or dream steps for the dream
                 "collected_env_steps": int(model.num_timesteps),
             }

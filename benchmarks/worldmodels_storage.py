@@ -25,6 +25,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from measure import peak_rss_mb  # benchmarks/ is the script's directory
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -83,6 +84,7 @@ def child(args: argparse.Namespace) -> dict:
         "disk_gb": buffer.disk_bytes() / 1e9,
         "frames_gb_if_in_ram": buffer.n_records * buffer.observations.record_bytes / 1e9,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+        "peak_rss_mb": peak_rss_mb(),
         "collection_steps_per_s": model.num_timesteps / collect_s,
         "raw_env_steps_per_s": raw,
         "vae_epoch_s": vae_s,
