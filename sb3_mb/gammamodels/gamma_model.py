@@ -101,10 +101,12 @@ class GammaModel(nn.Module):
         same random draws), the regression target's density of the model-drawn rows from the pass that drew
         them (zuko's ``rsample_and_log_prob``: one target pass over those rows instead of two), fused Adam,
         and the Polyak update as two foreach ops (SB3's ``polyak_update``'s arithmetic). ``False``: zuko's
-        objects, SB3's Adam and ``polyak_update`` (the reference in tests/gammamodels/test_gamma_speed.py).
+        objects, SB3's Adam and ``polyak_update`` (the reference in tests/gammamodels/test_gamma_speed.py),
+        1.16-1.33 x the fused path's time per update at the release's sizes on one CPU thread.
     :param compile: with ``fused``, the TD loss's three flow passes (online density with its gradient,
-        target samples, target density) through ``torch.compile`` (off by default: about a minute of
-        compilation on the first update for 0.7-0.8 of the eager pass time on a CPU; benchmarks/README.md).
+        target samples, target density) through ``torch.compile``. Off by default: on one CPU thread the
+        first update compiled for 2 min with an empty inductor cache (1-8 s with a warm one), for 0.72-0.76
+        of the fused path's time per update after it (benchmarks/README.md).
         The likelihood objective then runs every row through the compiled target pass (static shapes; the
         same uniforms in the drawn rows, the others unused), ``1 - γ`` of a pass more.
     :param flow_kwargs: :func:`~sb3_mb.gammamodels.flows.conditional_spline_flow` sizes (``bins``,
