@@ -13,18 +13,13 @@ import torch as th
 from stable_baselines3.common.logger import configure
 
 from sb3_mb import WorldModels
+from sb3_mb.registry import get_test_spec
 from sb3_mb.worldmodels.cmaes import BatchedRolloutEvaluator, RolloutEvaluator
 from sb3_mb.worldmodels.mdn_rnn import MDNRNN
 from sb3_mb.worldmodels.policies import Controller
 
-SMALL = dict(
-    population_size=4,
-    rollouts_per_candidate=2,
-    n_generations=1,
-    max_episode_steps=30,
-    buffer_size=1000,
-    policy_kwargs=dict(z_dim=4, hidden_size=8, n_mixtures=2, mlp_hidden_sizes=(16,)),
-)
+#: The registry's test sizes (population 4), two episodes per candidate.
+SMALL = {**get_test_spec("worldmodels").test_kwargs, "rollouts_per_candidate": 2, "max_episode_steps": 30}
 
 
 def test_lstm_cell_step_equals_the_lstm_module():
