@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch as th
 from point_mass import PointMass as _PointMass
+from replay_batches import random_replay_batch
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
@@ -43,17 +44,7 @@ def _tiny_steve(**kwargs):
 
 def _random_batch(model, batch_size=6, seed=0):
     """A replay-like batch with some terminal transitions (the done model and c_0 = 1 - d matter)."""
-    g = th.Generator().manual_seed(seed)
-    obs_dim, act_dim = model.policy.obs_dim, model.policy.action_dim
-    dones = th.zeros(batch_size, 1)
-    dones[::3] = 1.0
-    return ReplayBufferSamples(
-        observations=th.randn(batch_size, obs_dim, generator=g),
-        actions=th.rand(batch_size, act_dim, generator=g) * 2 - 1,
-        next_observations=th.randn(batch_size, obs_dim, generator=g),
-        dones=dones,
-        rewards=th.randn(batch_size, 1, generator=g),
-    )
+    return random_replay_batch(model.policy.obs_dim, model.policy.action_dim, batch_size, seed)
 
 
 # ------------------------------------------------------------------------------------------ the target rule

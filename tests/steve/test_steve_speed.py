@@ -5,8 +5,8 @@ import copy
 
 import pytest
 import torch as th
+from replay_batches import random_replay_batch
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import set_random_seed
 from torch import nn
 
@@ -28,17 +28,8 @@ def _steve(**kwargs):
 
 
 def _batch(model, batch_size=9, seed=0):
-    g = th.Generator().manual_seed(seed)
-    obs_dim, act_dim = model.policy.obs_dim, model.policy.action_dim
-    dones = th.zeros(batch_size, 1)
-    dones[::3] = 1.0
-    return ReplayBufferSamples(
-        observations=th.randn(batch_size, obs_dim, generator=g),
-        actions=th.rand(batch_size, act_dim, generator=g) * 2 - 1,
-        next_observations=3 * th.randn(batch_size, obs_dim, generator=g),
-        dones=dones,
-        rewards=th.randn(batch_size, 1, generator=g),
-    )
+    policy = model.policy
+    return random_replay_batch(policy.obs_dim, policy.action_dim, batch_size, seed, next_obs_scale=3)
 
 
 def _state(model):
