@@ -11,6 +11,15 @@ PlaNet uses too (Hafner et al. 2019, arXiv:1811.04551, App. A):
 
 Images are channel-first floats ``(..., C, 64, 64)``; any leading dims (e.g. ``(batch, seq_len)``) are
 flattened for the convs and restored.
+
+Speed (issue 15): with ``channels_last=True`` (default) the convs run on channels-last (NHWC) activations, and
+with ``dense_first_layer=True`` (default) the decoder's first transposed conv, whose input is 1x1, runs as one
+matrix product ``(N, 32 * depth) @ (32 * depth, 4 * depth * 25)`` plus bias. Both are the same math as the
+plain modules (same parameters and ``state_dict``), differing only in float32 rounding; turning both off
+gives the reference path. Measured on one CPU thread (AVX-512, torch 2.13, oneDNN), forward + backward of
+encoder and decoder on 500 frames: 3018 ms plain, 2274 ms with the dense first layer (oneDNN's transposed
+conv from a 1x1 input reached ~11 GFLOP/s, the matrix product ~130), 2032 ms with channels-last as well.
+Not measured on GPU.
 """
 
 from __future__ import annotations
@@ -33,11 +42,20 @@ class ConvEncoder(nn.Module):
     :param in_channels: image channels (1 greyscale Atari, 3 RGB, or k stacked frames times either).
     :param depth: channel multiplier; 32 gives 32 -> 64 -> 128 -> 256 and 1024 features (PlaNet).
     :param activation_fn: activation class after every conv (PlaNet: ReLU).
+    :param channels_last: run the convs on channels-last (NHWC) activations (faster with oneDNN on CPU; same
+        math, float32 rounding may differ). False: the plain NCHW reference path.
     """
 
-    def __init__(self, in_channels: int = 3, depth: int = 32, activation_fn: type[nn.Module] = nn.ReLU):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        depth: int = 32,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        channels_last: bool = True,
+    ):
         super().__init__()
         self.in_channels = in_channels
+        self.channels_last = channels_last
         self.depth = depth
         self.features_dim = 32 * depth
         layers: list[nn.Module] = []
@@ -58,6 +76,8 @@ class ConvEncoder(nn.Module):
         if images.dim() < 3 or tuple(images.shape[-3:]) != expected:
             raise ValueError(f"ConvEncoder expects (..., {expected}), got {tuple(images.shape)}")
         flat, lead = _flatten_leading(images, 3)
+        if self.channels_last:
+            flat = flat.contiguous(memory_format=th.channels_last)
         return self.net(flat).reshape(*lead, self.features_dim)
 
 
@@ -68,6 +88,11 @@ class ConvDecoder(nn.Module):
     :param out_channels: image channels, following the data (1 greyscale, 3 RGB, stacked frames).
     :param depth: channel multiplier (PlaNet: 32, so a 1024-D bottleneck).
     :param activation_fn: activation class after every transposed conv but the last (PlaNet: ReLU).
+    :param channels_last: run the transposed convs on channels-last (NHWC) activations (faster with oneDNN
+        on CPU; same math, float32 rounding may differ). The output is contiguous NCHW either way.
+    :param dense_first_layer: compute the first transposed conv (1x1 input) as a matrix product with its
+        weight viewed as ``(32 * depth, 4 * depth * 5 * 5)``, plus bias (same math and parameters; ~10 x
+        faster than oneDNN's transposed conv on CPU). False, with ``channels_last=False``: the reference path.
     """
 
     def __init__(
@@ -76,9 +101,13 @@ class ConvDecoder(nn.Module):
         out_channels: int = 3,
         depth: int = 32,
         activation_fn: type[nn.Module] = nn.ReLU,
+        channels_last: bool = True,
+        dense_first_layer: bool = True,
     ):
         super().__init__()
         self.feature_dim = feature_dim
+        self.channels_last = channels_last
+        self.dense_first_layer = dense_first_layer
         self.out_channels = out_channels
         self.depth = depth
         self.linear = nn.Linear(feature_dim, 32 * depth)
@@ -102,8 +131,24 @@ class ConvDecoder(nn.Module):
         if features.dim() < 1 or features.shape[-1] != self.feature_dim:
             raise ValueError(f"ConvDecoder expects (..., {self.feature_dim}), got {tuple(features.shape)}")
         flat, lead = _flatten_leading(features, 1)
-        hidden = self.linear(flat).reshape(-1, 32 * self.depth, 1, 1)
-        return self.net(hidden).reshape(*lead, self.out_channels, IMAGE_SIZE, IMAGE_SIZE)
+        hidden = self.linear(flat)
+        if self.dense_first_layer:
+            # A transposed conv of a 1x1 input: out[n, o, i, j] = b[o] + sum_c x[n, c] w[c, o, i, j].
+            first = self.net[0]
+            in_channels, channels, height, width = first.weight.shape
+            hidden = th.addmm(
+                first.bias.repeat_interleave(height * width),
+                hidden,
+                first.weight.reshape(in_channels, channels * height * width),
+            ).reshape(-1, channels, height, width)
+            layers = self.net[1:]
+        else:
+            hidden = hidden.reshape(-1, 32 * self.depth, 1, 1)
+            layers = self.net
+        if self.channels_last:
+            hidden = hidden.contiguous(memory_format=th.channels_last)
+        images = layers(hidden).contiguous()
+        return images.reshape(*lead, self.out_channels, IMAGE_SIZE, IMAGE_SIZE)
 
 
 def preprocess_observation(

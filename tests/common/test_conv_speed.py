@@ -1,0 +1,90 @@
+"""The fast conv paths (channels-last activations, the decoder's first transposed conv as a matrix product)
+against the plain NCHW reference modules: same parameters and state_dict, same outputs and gradients to
+float32 rounding (issue 15)."""
+
+from __future__ import annotations
+
+import pytest
+import torch as th
+
+from sb3_mb.common.conv import ConvDecoder, ConvEncoder
+
+FEATURES = 230
+
+
+def _close(actual: th.Tensor, expected: th.Tensor) -> None:
+    scale = expected.abs().max().item()
+    th.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * scale)
+
+
+def _pair(make, **fast):
+    th.manual_seed(0)
+    reference = make(**{name: False for name in fast})
+    candidate = make(**fast)
+    candidate.load_state_dict(reference.state_dict())
+    return reference, candidate
+
+
+def _outputs_and_grads(module: th.nn.Module, inputs: th.Tensor, target: th.Tensor):
+    inputs = inputs.clone().requires_grad_()
+    output = module(inputs)
+    loss = (output - target).square().sum()
+    grads = th.autograd.grad(loss, [inputs, *module.parameters()])
+    return output.detach(), grads
+
+
+@pytest.mark.parametrize("fast", [{"channels_last": True}])
+def test_encoder_fast_matches_reference(fast):
+    reference, candidate = _pair(lambda **kw: ConvEncoder(3, 32, **kw), **fast)
+    g = th.Generator().manual_seed(1)
+    images = th.rand(2, 3, 3, 64, 64, generator=g) - 0.5  # (batch, seq_len, C, H, W)
+    target = th.randn(2, 3, 1024, generator=g)
+    expected, expected_grads = _outputs_and_grads(reference, images, target)
+    actual, actual_grads = _outputs_and_grads(candidate, images, target)
+    assert actual.shape == (2, 3, 1024)
+    _close(actual, expected)
+    for a, e in zip(actual_grads, expected_grads, strict=True):
+        _close(a, e)
+
+
+@pytest.mark.parametrize(
+    "fast",
+    [
+        {"channels_last": True, "dense_first_layer": True},
+        {"channels_last": True, "dense_first_layer": False},
+        {"channels_last": False, "dense_first_layer": True},
+    ],
+)
+@pytest.mark.parametrize("out_channels", [3, 1])
+def test_decoder_fast_matches_reference(fast, out_channels):
+    reference, candidate = _pair(lambda **kw: ConvDecoder(FEATURES, out_channels, 32, **kw), **fast)
+    g = th.Generator().manual_seed(2)
+    features = th.randn(2, 3, FEATURES, generator=g)
+    target = th.rand(2, 3, out_channels, 64, 64, generator=g) - 0.5
+    expected, expected_grads = _outputs_and_grads(reference, features, target)
+    actual, actual_grads = _outputs_and_grads(candidate, features, target)
+    assert actual.shape == (2, 3, out_channels, 64, 64)
+    assert actual.is_contiguous()
+    _close(actual, expected)
+    for a, e in zip(actual_grads, expected_grads, strict=True):
+        _close(a, e)
+
+
+def test_fast_paths_keep_the_state_dict():
+    """Saved models load either way: the switches change no parameter's name or shape."""
+    for make in (lambda **kw: ConvEncoder(3, 32, **kw), lambda **kw: ConvDecoder(FEATURES, 3, 32, **kw)):
+        fast, plain = make(), make(**{"channels_last": False})
+        assert fast.channels_last and not plain.channels_last
+        shapes = {name: tuple(p.shape) for name, p in fast.state_dict().items()}
+        assert shapes == {name: tuple(p.shape) for name, p in plain.state_dict().items()}
+        for p in fast.parameters():
+            assert p.is_contiguous()  # the parameters stay NCHW; only activations are channels-last
+    assert ConvDecoder(FEATURES).dense_first_layer
+
+
+def test_fast_paths_are_deterministic():
+    th.manual_seed(0)
+    decoder, encoder = ConvDecoder(FEATURES), ConvEncoder()
+    features, images = th.randn(4, FEATURES), th.rand(4, 3, 64, 64)
+    assert th.equal(decoder(features), decoder(features))
+    assert th.equal(encoder(images), encoder(images))
