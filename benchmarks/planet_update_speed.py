@@ -13,7 +13,12 @@ encoder (1024 features), an ``nn.GRU`` of the belief's width (200) over the embe
 the feature size (230), the same conv decoder and 3 x 300 reward MLP, squared-error losses, backward, the
 clip and Adam.
 
-Both run in one process, interleaved, after one untimed first update each (its time is reported). Peak RSS
+Both use the shared conv code's fast paths (``sb3_mb/common/conv.py``: channels-last activations, the
+decoder's first transposed conv as a matrix product); with ``--conv both`` (default) each also runs with the
+reference conv path (``channels_last=False``, ``dense_first_layer=False``: ``*_reference_conv``), so the
+speedup of the fast paths is measured in the same process.
+
+All run in one process, interleaved, after one untimed first update each (its time is reported). Peak RSS
 comes from one child process per model (``--only``, two updates), read as the child's ``VmHWM`` in
 ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` (``measure.peak_rss_mb``) is kept across ``fork`` and
 ``execve`` on Linux, so a child would report its parent's peak. ``peak_rss_mb_both`` is the whole
@@ -22,7 +27,7 @@ process's ``measure.peak_rss_mb``.
 Usage::
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/planet_update_speed.py [--batch 50] [--length 50] \
-        [--repeats 3] [--device cpu]
+        [--repeats 3] [--device cpu] [--conv both|fast]
 
 Writes ``benchmarks/results/planet_update_speed.json``.
 """
@@ -103,8 +108,20 @@ def make_samples(batch: int, length: int, device: th.device, seed: int = 0) -> S
     return SequenceSamples(*(x.to(device) for x in (observations, actions, rewards, is_first, no, no)))
 
 
+def use_reference_conv(module: nn.Module) -> None:
+    """Switch every conv encoder / decoder inside ``module`` to the plain NCHW reference path."""
+    for part in module.modules():
+        if isinstance(part, (ConvEncoder, ConvDecoder)):
+            part.channels_last = False
+        if isinstance(part, ConvDecoder):
+            part.dense_first_layer = False
+
+
 def build(name: str, args: argparse.Namespace, device: th.device):
-    """A function running one update of model ``name`` ("planet" or "standin") on a fixed batch."""
+    """A function running one update of model ``name`` ("planet" or "standin", optionally with the suffix
+    "_reference_conv") on a fixed batch."""
+    reference_conv = name.endswith("_reference_conv")
+    name = name.removesuffix("_reference_conv")
     samples = make_samples(args.batch, args.length, device)
     max_grad_norm = 1000.0
     if name == "planet":
@@ -112,6 +129,8 @@ def build(name: str, args: argparse.Namespace, device: th.device):
             "CnnPolicy", ImageEnv(), buffer_size=1, seed=0, device=device, max_grad_norm=max_grad_norm
         )
         policy = model.policy
+        if reference_conv:
+            use_reference_conv(policy)
         policy.set_training_mode(True)
         policy.set_reward_scale(np.ones(1, np.float32))
 
@@ -125,6 +144,8 @@ def build(name: str, args: argparse.Namespace, device: th.device):
         return update
     th.manual_seed(0)
     standin = ConvGRUStandIn().to(device)
+    if reference_conv:
+        use_reference_conv(standin)
     optimizer = th.optim.Adam(standin.parameters(), lr=1e-3, eps=1e-4)
     images = samples.observations.float() / 255.0 - 0.5
 
@@ -165,6 +186,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="sequences per update (paper: 50)")
     parser.add_argument("--length", type=int, default=50, help="steps per sequence (paper: 50)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--conv", choices=("both", "fast"), default="both", help="also time the reference conv path (both)"
+    )
     parser.add_argument("--only", choices=("planet", "standin"), default=None, help="child: peak RSS of one")
     parser.add_argument(
         "--output", default=os.path.join(os.path.dirname(__file__), "results", "planet_update_speed.json")
@@ -188,7 +212,10 @@ def main() -> None:
         child = subprocess.run(command, check=True, capture_output=True, text=True)
         peak[name] = json.loads(child.stdout.strip().splitlines()[-1])["self"]
 
-    updates = {name: build(name, args, device) for name in ("planet", "standin")}
+    names = ["planet", "standin"]
+    if args.conv == "both":
+        names += ["planet_reference_conv", "standin_reference_conv"]
+    updates = {name: build(name, args, device) for name in names}
     first_call = {name: timed(update, device) for name, update in updates.items()}
     times = {name: [] for name in updates}
     for _ in range(args.repeats):
@@ -208,9 +235,14 @@ def main() -> None:
         "ms_per_update_all": {name: [1000 * t for t in values] for name, values in times.items()},
         "first_call_ms": {name: 1000 * t for name, t in first_call.items()},
         "ratio_planet_over_standin": ms["planet"] / ms["standin"],
+        "conv": args.conv,
         "peak_rss_mb": peak,
         "peak_rss_mb_both": peak_rss_mb(),
     }
+    if args.conv == "both":
+        reference = {name: ms[f"{name}_reference_conv"] for name in ("planet", "standin")}
+        results["ratio_planet_over_standin_reference_conv"] = reference["planet"] / reference["standin"]
+        results["speedup_fast_conv"] = {name: reference[name] / ms[name] for name in reference}
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as file:
         json.dump(results, file, indent=2)
