@@ -12,14 +12,16 @@ PlaNet uses too (Hafner et al. 2019, arXiv:1811.04551, App. A):
 Images are channel-first floats ``(..., C, 64, 64)``; any leading dims (e.g. ``(batch, seq_len)``) are
 flattened for the convs and restored.
 
-Speed (issue 15): with ``channels_last=True`` (default) the convs run on channels-last (NHWC) activations, and
-with ``dense_first_layer=True`` (default) the decoder's first transposed conv, whose input is 1x1, runs as one
-matrix product ``(N, 32 * depth) @ (32 * depth, 4 * depth * 25)`` plus bias. Both are the same math as the
-plain modules (same parameters and ``state_dict``), differing only in float32 rounding; turning both off
-gives the reference path. Measured on one CPU thread (AVX-512, torch 2.13, oneDNN), forward + backward of
-encoder and decoder on 500 frames: 3018 ms plain, 2274 ms with the dense first layer (oneDNN's transposed
-conv from a 1x1 input reached ~11 GFLOP/s, the matrix product ~130), 2032 ms with channels-last as well.
-Not measured on GPU.
+Speed (issue 15): with ``channels_last=True`` (default) the convs run on channels-last (NHWC) activations for
+batches of at least ``CHANNELS_LAST_MIN_BATCH`` (64) frames, and with ``dense_first_layer=True`` (default) the
+decoder's first transposed conv, whose input is 1x1, runs as one matrix product
+``(N, 32 * depth) @ (32 * depth, 4 * depth * 25)`` plus bias. Both are the same math as the plain modules
+(same parameters and ``state_dict``), differing only in float32 rounding; both off give the reference path.
+Measured on one CPU thread (AVX-512, torch 2.13, oneDNN), forward + backward of encoder and decoder on 500
+frames: 3018 ms plain, 2274 ms with the dense first layer (oneDNN's transposed conv from a 1x1 input reached
+~11 GFLOP/s, the matrix product ~130), 2032 ms with channels-last as well. The encoder alone on channels-last
+lost below 64 frames (1 frame, forward: 3.1 vs 1.5 ms; 32: 14.1 vs 11.9 ms) and won from 64 (forward +
+backward 87 vs 101 ms), hence the threshold. Not measured on GPU.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch as th
 from torch import nn
 
 IMAGE_SIZE = 64
+CHANNELS_LAST_MIN_BATCH = 64  # frames; below it channels-last was slower on CPU (see the module docstring)
 
 
 def _flatten_leading(x: th.Tensor, trailing: int) -> tuple[th.Tensor, tuple[int, ...]]:
@@ -42,8 +45,9 @@ class ConvEncoder(nn.Module):
     :param in_channels: image channels (1 greyscale Atari, 3 RGB, or k stacked frames times either).
     :param depth: channel multiplier; 32 gives 32 -> 64 -> 128 -> 256 and 1024 features (PlaNet).
     :param activation_fn: activation class after every conv (PlaNet: ReLU).
-    :param channels_last: run the convs on channels-last (NHWC) activations (faster with oneDNN on CPU; same
-        math, float32 rounding may differ). False: the plain NCHW reference path.
+    :param channels_last: run the convs on channels-last (NHWC) activations for batches of at least
+        ``CHANNELS_LAST_MIN_BATCH`` frames (faster with oneDNN on CPU; same math, float32 rounding may
+        differ). False: the plain NCHW reference path.
     """
 
     def __init__(
@@ -76,7 +80,7 @@ class ConvEncoder(nn.Module):
         if images.dim() < 3 or tuple(images.shape[-3:]) != expected:
             raise ValueError(f"ConvEncoder expects (..., {expected}), got {tuple(images.shape)}")
         flat, lead = _flatten_leading(images, 3)
-        if self.channels_last:
+        if self.channels_last and flat.shape[0] >= CHANNELS_LAST_MIN_BATCH:
             flat = flat.contiguous(memory_format=th.channels_last)
         return self.net(flat).reshape(*lead, self.features_dim)
 
@@ -88,8 +92,9 @@ class ConvDecoder(nn.Module):
     :param out_channels: image channels, following the data (1 greyscale, 3 RGB, stacked frames).
     :param depth: channel multiplier (PlaNet: 32, so a 1024-D bottleneck).
     :param activation_fn: activation class after every transposed conv but the last (PlaNet: ReLU).
-    :param channels_last: run the transposed convs on channels-last (NHWC) activations (faster with oneDNN
-        on CPU; same math, float32 rounding may differ). The output is contiguous NCHW either way.
+    :param channels_last: run the transposed convs on channels-last (NHWC) activations for batches of at least
+        ``CHANNELS_LAST_MIN_BATCH`` frames (faster with oneDNN on CPU; same math, float32 rounding may
+        differ). The output is contiguous NCHW either way.
     :param dense_first_layer: compute the first transposed conv (1x1 input) as a matrix product with its
         weight viewed as ``(32 * depth, 4 * depth * 5 * 5)``, plus bias (same math and parameters; ~10 x
         faster than oneDNN's transposed conv on CPU). False, with ``channels_last=False``: the reference path.
@@ -145,7 +150,7 @@ class ConvDecoder(nn.Module):
         else:
             hidden = hidden.reshape(-1, 32 * self.depth, 1, 1)
             layers = self.net
-        if self.channels_last:
+        if self.channels_last and hidden.shape[0] >= CHANNELS_LAST_MIN_BATCH:
             hidden = hidden.contiguous(memory_format=th.channels_last)
         images = layers(hidden).contiguous()
         return images.reshape(*lead, self.out_channels, IMAGE_SIZE, IMAGE_SIZE)

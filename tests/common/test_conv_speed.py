@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch as th
 
-from sb3_mb.common.conv import ConvDecoder, ConvEncoder
+from sb3_mb.common.conv import CHANNELS_LAST_MIN_BATCH, ConvDecoder, ConvEncoder
 
 FEATURES = 230
+LEAD = (4, CHANNELS_LAST_MIN_BATCH // 4)  # (batch, seq_len): enough frames for the channels-last path
 
 
 def _close(actual: th.Tensor, expected: th.Tensor) -> None:
@@ -37,11 +38,11 @@ def _outputs_and_grads(module: th.nn.Module, inputs: th.Tensor, target: th.Tenso
 def test_encoder_fast_matches_reference(fast):
     reference, candidate = _pair(lambda **kw: ConvEncoder(3, 32, **kw), **fast)
     g = th.Generator().manual_seed(1)
-    images = th.rand(2, 3, 3, 64, 64, generator=g) - 0.5  # (batch, seq_len, C, H, W)
-    target = th.randn(2, 3, 1024, generator=g)
+    images = th.rand(*LEAD, 3, 64, 64, generator=g) - 0.5
+    target = th.randn(*LEAD, 1024, generator=g)
     expected, expected_grads = _outputs_and_grads(reference, images, target)
     actual, actual_grads = _outputs_and_grads(candidate, images, target)
-    assert actual.shape == (2, 3, 1024)
+    assert actual.shape == (*LEAD, 1024)
     _close(actual, expected)
     for a, e in zip(actual_grads, expected_grads, strict=True):
         _close(a, e)
@@ -59,11 +60,11 @@ def test_encoder_fast_matches_reference(fast):
 def test_decoder_fast_matches_reference(fast, out_channels):
     reference, candidate = _pair(lambda **kw: ConvDecoder(FEATURES, out_channels, 32, **kw), **fast)
     g = th.Generator().manual_seed(2)
-    features = th.randn(2, 3, FEATURES, generator=g)
-    target = th.rand(2, 3, out_channels, 64, 64, generator=g) - 0.5
+    features = th.randn(*LEAD, FEATURES, generator=g)
+    target = th.rand(*LEAD, out_channels, 64, 64, generator=g) - 0.5
     expected, expected_grads = _outputs_and_grads(reference, features, target)
     actual, actual_grads = _outputs_and_grads(candidate, features, target)
-    assert actual.shape == (2, 3, out_channels, 64, 64)
+    assert actual.shape == (*LEAD, out_channels, 64, 64)
     assert actual.is_contiguous()
     _close(actual, expected)
     for a, e in zip(actual_grads, expected_grads, strict=True):
@@ -88,3 +89,12 @@ def test_fast_paths_are_deterministic():
     features, images = th.randn(4, FEATURES), th.rand(4, 3, 64, 64)
     assert th.equal(decoder(features), decoder(features))
     assert th.equal(encoder(images), encoder(images))
+
+
+def test_small_batches_take_the_reference_layout():
+    """Below ``CHANNELS_LAST_MIN_BATCH`` frames (acting: one or a few frames) channels-last was slower, so the
+    encoder runs the plain NCHW path there: bit-identical to the reference."""
+    reference, candidate = _pair(lambda **kw: ConvEncoder(3, 32, **kw), channels_last=True)
+    images = th.rand(CHANNELS_LAST_MIN_BATCH - 1, 3, 64, 64, generator=th.Generator().manual_seed(3))
+    with th.no_grad():
+        assert th.equal(candidate(images), reference(images))
