@@ -185,6 +185,8 @@ class WorldModelsPolicy(BasePolicy):
     :param cnn_depth: conv channel multiplier (32: 32/64/128/256 channels).
     :param mlp_hidden_sizes: hidden layers of the MLP VAE (``(64, 64)``).
     :param kl_tolerance: the VAE's KL floor per latent dimension, nats (0.5, the original code).
+    :param fast_conv: the conv VAE's fast convolutions (:class:`~sb3_mb.worldmodels.vae.ConvVAE`); False: the
+        plain NCHW reference path.
     :param optimizer_class: for V and M (Adam). :param optimizer_kwargs: its extra arguments.
     :raises ValueError: see :func:`check_spaces`; for another ``controller_input``.
     """
@@ -205,6 +207,7 @@ class WorldModelsPolicy(BasePolicy):
         cnn_depth: int = 32,
         mlp_hidden_sizes: tuple[int, ...] = (64, 64),
         kl_tolerance: float = 0.5,
+        fast_conv: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ):
@@ -229,9 +232,12 @@ class WorldModelsPolicy(BasePolicy):
         self.controller_input = controller_input
         self.use_conv, self.cnn_depth = use_conv, cnn_depth
         self.mlp_hidden_sizes, self.kl_tolerance = tuple(mlp_hidden_sizes), kl_tolerance
+        self.fast_conv = fast_conv
 
         if use_conv:
-            self.vae: ConvVAE | MlpVAE = ConvVAE(observation_space.shape[0], z_dim, cnn_depth, kl_tolerance)
+            self.vae: ConvVAE | MlpVAE = ConvVAE(
+                observation_space.shape[0], z_dim, cnn_depth, kl_tolerance, fast_conv=fast_conv
+            )
         else:
             self.vae = MlpVAE(observation_space.shape[0], z_dim, self.mlp_hidden_sizes, kl_tolerance)
         self.mdn_rnn = MDNRNN(z_dim, self.action_dim, hidden_size, n_mixtures, predict_reward, predict_done)

@@ -110,15 +110,27 @@ class ConvVAE(_VAE):
     :param z_dim: latent size N_z (32 CarRacing, 64 Doom).
     :param depth: conv channel multiplier (32: 32/64/128/256 channels, 1024 features).
     :param kl_tolerance: the KL floor per latent dimension, nats (0.5, the original code).
+    :param fast_conv: the conv encoder's and decoder's fast paths (:mod:`sb3_mb.common.conv`: channels-last
+        activations for batches of 64 frames or more, the decoder's first transposed conv as one matrix
+        product; same parameters and math to float32 rounding). False: the plain NCHW reference convolutions.
     """
 
-    def __init__(self, in_channels: int = 3, z_dim: int = 32, depth: int = 32, kl_tolerance: float = 0.5):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        z_dim: int = 32,
+        depth: int = 32,
+        kl_tolerance: float = 0.5,
+        fast_conv: bool = True,
+    ):
         super().__init__()
         self.in_channels, self.z_dim, self.depth, self.kl_tolerance = in_channels, z_dim, depth, kl_tolerance
-        self.encoder = ConvEncoder(in_channels, depth, nn.ReLU)
+        self.encoder = ConvEncoder(in_channels, depth, nn.ReLU, channels_last=fast_conv)
         self.mu = nn.Linear(self.encoder.features_dim, z_dim)
         self.log_var = nn.Linear(self.encoder.features_dim, z_dim)
-        self.decoder = ConvDecoder(z_dim, in_channels, depth, nn.ReLU)
+        self.decoder = ConvDecoder(
+            z_dim, in_channels, depth, nn.ReLU, channels_last=fast_conv, dense_first_layer=fast_conv
+        )
 
     def preprocess(self, observations: th.Tensor) -> th.Tensor:
         """:func:`preprocess_images`: ``[0, 1]`` floats at 64x64."""

@@ -4,10 +4,14 @@ float32 rounding (issue 15)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 
 from sb3_mb.common.conv import CHANNELS_LAST_MIN_BATCH, ConvDecoder, ConvEncoder
+from sb3_mb.planet import CnnPolicy
+from sb3_mb.worldmodels.policies import WorldModelsPolicy
 
 FEATURES = 230
 LEAD = (4, CHANNELS_LAST_MIN_BATCH // 4)  # (batch, seq_len): enough frames for the channels-last path
@@ -98,3 +102,22 @@ def test_small_batches_take_the_reference_layout():
     images = th.rand(CHANNELS_LAST_MIN_BATCH - 1, 3, 64, 64, generator=th.Generator().manual_seed(3))
     with th.no_grad():
         assert th.equal(candidate(images), reference(images))
+
+
+@pytest.mark.parametrize("fast_conv", [True, False])
+def test_policies_pass_fast_conv_to_their_convs_and_save_it(fast_conv):
+    """PlaNet's and World Models' ``fast_conv`` policy argument reaches the conv encoder and decoder (False:
+    the reference path) and is one of the constructor parameters a save stores."""
+    obs_space = spaces.Box(0, 255, (3, 64, 64), np.uint8)
+    act_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+    planet = CnnPolicy(obs_space, act_space, lambda _: 1e-3, cnn_depth=4, fast_conv=fast_conv)
+    world_models = WorldModelsPolicy(
+        obs_space, act_space, lambda _: 1e-3, use_conv=True, cnn_depth=4, fast_conv=fast_conv
+    )
+    for policy, encoder, decoder in (
+        (planet, planet.encoder, planet.decoder),
+        (world_models, world_models.vae.encoder, world_models.vae.decoder),
+    ):
+        assert encoder.channels_last is fast_conv
+        assert decoder.channels_last is fast_conv and decoder.dense_first_layer is fast_conv
+        assert policy._get_constructor_parameters()["fast_conv"] is fast_conv
