@@ -46,6 +46,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from measure import peak_rss_mb, sync  # benchmarks/ is the script's directory
+from stable_baselines3.common.torch_layers import create_mlp
 from torch import nn
 from torch.nn import functional as F
 
@@ -80,15 +81,7 @@ class ConvGRUStandIn(nn.Module):
         self.gru = nn.GRU(self.encoder.features_dim, BELIEF, batch_first=True)
         self.to_features = nn.Linear(BELIEF, BELIEF + STATE)
         self.decoder = ConvDecoder(BELIEF + STATE, CHANNELS, 32)
-        self.reward = nn.Sequential(
-            nn.Linear(BELIEF + STATE, REWARD_HIDDEN),
-            nn.ReLU(),
-            nn.Linear(REWARD_HIDDEN, REWARD_HIDDEN),
-            nn.ReLU(),
-            nn.Linear(REWARD_HIDDEN, REWARD_HIDDEN),
-            nn.ReLU(),
-            nn.Linear(REWARD_HIDDEN, 1),
-        )
+        self.reward = nn.Sequential(*create_mlp(BELIEF + STATE, 1, [REWARD_HIDDEN] * 3))  # 3 x 300, ReLU
 
     def loss(self, images: th.Tensor, rewards: th.Tensor) -> th.Tensor:
         beliefs, _ = self.gru(self.encoder(images))

@@ -40,6 +40,7 @@ import time
 import numpy as np
 import torch as th
 from measure import matmul_flops_per_second, peak_rss_mb, sync  # benchmarks/ is the script's directory
+from stable_baselines3.common.torch_layers import create_mlp
 from torch import nn
 
 from sb3_mb.common.planners import GaussianCEM
@@ -56,15 +57,7 @@ class PriorRolloutStandIn(nn.Module):
         self.cell = nn.GRUCell(HIDDEN, BELIEF)
         self.prior_hidden = nn.Linear(BELIEF, HIDDEN)
         self.prior_head = nn.Linear(HIDDEN, 2 * STATE)
-        self.reward = nn.Sequential(
-            nn.Linear(BELIEF + STATE, REWARD_HIDDEN),
-            nn.ReLU(),
-            nn.Linear(REWARD_HIDDEN, REWARD_HIDDEN),
-            nn.ReLU(),
-            nn.Linear(REWARD_HIDDEN, REWARD_HIDDEN),
-            nn.ReLU(),
-            nn.Linear(REWARD_HIDDEN, 1),
-        )
+        self.reward = nn.Sequential(*create_mlp(BELIEF + STATE, 1, [REWARD_HIDDEN] * 3))  # 3 x 300, ReLU
 
     @staticmethod
     def layer_shapes(action_dim: int) -> list[tuple[int, int]]:
