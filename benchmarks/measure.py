@@ -44,12 +44,30 @@ def matmul_flops_per_second(
     return 2 * m * k * n / best
 
 
+def _own_peak_rss_mb() -> float | None:
+    """``VmHWM`` of ``/proc/self/status`` in MiB (Linux), the peak of this process's own memory map; ``None``
+    where there is no such file."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> dict[str, float]:
     """Peak resident set size so far, in MiB, of this process (``self``) and of its waited-for children
-    (``children``: SubprocVecEnv or compiler workers), from ``getrusage`` (``ru_maxrss`` is in KiB on Linux
-    and in bytes on macOS)."""
+    (``children``: SubprocVecEnv or compiler workers).
+
+    ``self`` is ``VmHWM`` where ``/proc`` has it: ``getrusage``'s ``ru_maxrss`` is kept across ``fork`` and
+    ``execve`` on Linux, so a benchmark's child process would report its parent's peak if that was larger.
+    Elsewhere, and for ``children``, ``getrusage`` (``ru_maxrss`` is in KiB on Linux, bytes on macOS).
+    """
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    own = _own_peak_rss_mb()
     return {
-        "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale,
+        "self": own if own is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale,
         "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / scale,
     }

@@ -19,10 +19,8 @@ reference conv path (``channels_last=False``, ``dense_first_layer=False``: ``*_r
 speedup of the fast paths is measured in the same process.
 
 All run in one process, interleaved, after one untimed first update each (its time is reported). Peak RSS
-comes from one child process per model (``--only``, two updates), read as the child's ``VmHWM`` in
-``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` (``measure.peak_rss_mb``) is kept across ``fork`` and
-``execve`` on Linux, so a child would report its parent's peak. ``peak_rss_mb_both`` is the whole
-process's ``measure.peak_rss_mb``.
+comes from one child process per model (``--only``, two updates), its own peak (``measure.peak_rss_mb``,
+``VmHWM`` on Linux). ``peak_rss_mb_both`` is the whole process's.
 
 Usage::
 
@@ -152,19 +150,6 @@ def build(name: str, args: argparse.Namespace, device: th.device):
     return standin_update
 
 
-def own_peak_rss_mb() -> float:
-    """This process's own peak resident set in MiB: ``VmHWM`` of ``/proc/self/status`` (Linux), else
-    ``measure.peak_rss_mb()["self"]`` (which on Linux includes a parent's peak from before ``execve``)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return peak_rss_mb()["self"]
-
-
 def timed(update, device: th.device) -> float:
     sync(device)
     start = time.perf_counter()
@@ -195,7 +180,7 @@ def main() -> None:
         update = build(args.only, args, device)
         update()
         update()
-        print(json.dumps({"self": own_peak_rss_mb()}))
+        print(json.dumps({"self": peak_rss_mb()["self"]}))
         return
 
     peak = {}  # the children first, while this process is small

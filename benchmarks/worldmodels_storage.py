@@ -4,8 +4,8 @@ Each size runs in a fresh process: ``WorldModels`` collects ``n`` uniformly rand
 ``--episode-steps`` steps (cut by a TimeLimit) into a
 :class:`~sb3_mb.worldmodels.storage.DiskEpisodeReplayBuffer` of ``--buffer-size`` records (sparse files),
 then one V epoch over the stored frames (the paper's ConvVAE, minibatches of 100) and the encoding of every
-frame (M's training data). The process's peak RSS (``ru_maxrss``) is read at the end; collection speed (env
-steps/s) is measured against the raw env's rate, random actions, in the same process.
+frame (M's training data). The process's peak RSS (``measure.peak_rss_mb``) is read at the end; collection
+speed (env steps/s) is measured against the raw env's rate, random actions, in the same process.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/worldmodels_storage.py --rollouts 20 100
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -77,14 +76,15 @@ def child(args: argparse.Namespace) -> dict:
     records = np.arange(buffer.buffer_size)[: buffer.n_records]  # the ring has not wrapped
     model.encode_records(records)
     encode_s = time.perf_counter() - start
+    peak = peak_rss_mb()
     return {
         "rollouts": buffer.n_episodes_added,
         "env_steps": int(model.num_timesteps),
         "stored_frames": int(buffer.n_records),
         "disk_gb": buffer.disk_bytes() / 1e9,
         "frames_gb_if_in_ram": buffer.n_records * buffer.observations.record_bytes / 1e9,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_gb": peak["self"] * 2**20 / 1e9,  # the key of the earlier results
+        "peak_rss_mb": peak,
         "collection_steps_per_s": model.num_timesteps / collect_s,
         "raw_env_steps_per_s": raw,
         "vae_epoch_s": vae_s,
