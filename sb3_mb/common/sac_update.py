@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.sac import SAC
 
+from sb3_mb.common.utils import frozen, own_parameters
+
 __all__ = ["OPTIMIZER_IMPLS", "FusedSACUpdate", "gradients_surely_finite", "relu_in_place", "set_adam_impl"]
 
 #: ``set_adam_impl(impl=...)``: torch's Adam implementations (``"single"``: the per-tensor loop;
@@ -228,8 +230,7 @@ class FusedSACUpdate:
         self._set_optimizer_impl()
         learn_alpha = model.ent_coef_optimizer is not None and model.log_ent_coef is not None
         # Parameters of the critics only (a features extractor shared with the actor keeps its gradient).
-        actor_ids = {id(p) for p in actor.parameters()}
-        critic_params = [p for p in critic.parameters() if p.requires_grad and id(p) not in actor_ids]
+        critic_params = own_parameters(critic, shared_with=actor)
         target_params, source_params = list(critic_target.parameters()), list(critic.parameters())
         bn_stats, bn_stats_target = model.batch_norm_stats, model.batch_norm_stats_target
         if self._losses is None or self._losses.shape[0] < gradient_steps:
@@ -271,15 +272,10 @@ class FusedSACUpdate:
             critic.optimizer.step()
 
             # The critics' weight gradients of the actor loss are not needed: SB3 computes and zeroes them.
-            for p in critic_params:
-                p.requires_grad_(False)
-            try:
+            with frozen(critic_params):
                 actor_loss = self._actor_loss_fn(data.observations, actions_pi, log_prob, ent_coef)
                 actor.optimizer.zero_grad()
                 actor_loss.backward()
-            finally:
-                for p in critic_params:
-                    p.requires_grad_(True)
             actor.optimizer.step()
             losses[step, 0] = critic_loss.detach()
             losses[step, 1] = actor_loss.detach()

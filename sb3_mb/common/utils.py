@@ -1,12 +1,14 @@
-"""Helpers every algorithm's constructor shares."""
+"""Helpers the algorithms share: constructor arguments, progress bars, frozen parameters."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
+import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.policies import BasePolicy
@@ -15,7 +17,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm
 
-__all__ = ["default_policy", "make_progress_bar", "resolve_policy_and_env"]
+__all__ = ["default_policy", "frozen", "make_progress_bar", "own_parameters", "resolve_policy_and_env"]
 
 
 def default_policy(observation_space: spaces.Space, policy_aliases: Mapping[str, Any]) -> str:
@@ -86,3 +88,24 @@ def make_progress_bar(total: int, desc: str, enabled: bool) -> tqdm:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TqdmExperimentalWarning)
         return tqdm(total=total, desc=desc, disable=not enabled)
+
+
+def own_parameters(module: th.nn.Module, shared_with: th.nn.Module) -> list[th.nn.Parameter]:
+    """``module``'s trainable parameters that ``shared_with`` does not also hold (e.g. a critic's, without a
+    features extractor it shares with the actor)."""
+    others = {id(p) for p in shared_with.parameters()}
+    return [p for p in module.parameters() if p.requires_grad and id(p) not in others]
+
+
+@contextmanager
+def frozen(parameters: Iterable[th.nn.Parameter]) -> Iterator[None]:
+    """``requires_grad`` off for the ``parameters`` that have it while the block runs, back on after (also on
+    an exception): a backward pass in the block computes no gradient for them."""
+    switched = [p for p in parameters if p.requires_grad]
+    for p in switched:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in switched:
+            p.requires_grad_(True)

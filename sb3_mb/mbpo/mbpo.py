@@ -38,7 +38,7 @@ from sb3_mb.common.spaces import check_flat_box_spaces
 from sb3_mb.common.symlog import SCALE_QUANTILE, fixed_scale, symexp, symlog
 from sb3_mb.common.symlog import reward_scale as quantile_reward_scale
 from sb3_mb.common.termination import TerminationFn, get_termination_fn
-from sb3_mb.common.utils import resolve_policy_and_env
+from sb3_mb.common.utils import frozen, resolve_policy_and_env
 from sb3_mb.mbpo.buffers import MODEL_DATA_MIXINGS, MBPOReplayBuffer
 from sb3_mb.mbpo.model_losses import MODEL_LOSSES, ValueAwareLoss, make_model_loss
 from sb3_mb.mbpo.policies import MBPOPolicy, MlpPolicy
@@ -432,22 +432,17 @@ class MBPO(SafeAlgorithmMixin, SAC):
         inputs, targets = self.dynamics.inputs(obs, actions), self.dynamics.targets(obs, next_obs, rewards)
         indices = th.arange(obs.shape[0], device=self.device)
         loss_fn = self._model_loss_fn
-        frozen: list[th.nn.Parameter] = []
+        agent_params: list[th.nn.Parameter] = []
         if isinstance(loss_fn, ValueAwareLoss):
             loss_fn.begin_training(self.policy, next_obs, critic_version=self._n_updates)
             loss_fn.add_mse = self.epoch < self.mse_warmup_epochs
             # The actor and critics are fixed while the model trains: no gradients accumulate in them.
             agent = (self.actor, self.critic, self.critic_target)
-            frozen = [p for net in agent for p in net.parameters() if p.requires_grad]
-            for p in frozen:
-                p.requires_grad_(False)
+            agent_params = [p for net in agent for p in net.parameters()]
         self.policy.set_training_mode(False)
         start = time.perf_counter()
-        try:
+        with frozen(agent_params):
             result = self.dynamics_trainer.train(inputs, targets, indices, generator=self._model_rng)
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
         if self.reward_model is not None and self.reward_trainer is not None:
             reward_result = self.reward_trainer.train(
                 self.reward_model.inputs(obs, actions, next_obs),

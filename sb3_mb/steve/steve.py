@@ -37,7 +37,7 @@ from sb3_mb.common.ensemble import random_member_split
 from sb3_mb.common.model_env import ModelEnv
 from sb3_mb.common.spaces import check_flat_box_spaces
 from sb3_mb.common.symlog import fixed_scale, reward_scale, symexp, symlog
-from sb3_mb.common.utils import make_progress_bar, resolve_policy_and_env
+from sb3_mb.common.utils import frozen, make_progress_bar, own_parameters, resolve_policy_and_env
 from sb3_mb.steve.fused import configure_adam, ensemble_mean, l2_value
 from sb3_mb.steve.policies import MlpPolicy, STEVEActor, STEVEPolicy, STEVEWorldModel
 
@@ -728,8 +728,7 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
             configure_adam(optimizer, self.fused_update, optimizer.defaults.get("weight_decay", 0.0))
         # The fused update skips the critic's weight gradients of the policy loss (the reference computes
         # them and the next critic zero_grad discards them).
-        actor_ids = {id(p) for p in self.actor.parameters()}
-        critic_params = [p for p in self.critic.parameters() if p.requires_grad and id(p) not in actor_ids]
+        critic_params = own_parameters(self.critic, shared_with=self.actor) if self.fused_update else []
         stats: dict[str, list[float]] = {}
         critic_losses, actor_losses, reg_losses = [], [], []
         for _ in range(gradient_steps):
@@ -744,10 +743,7 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
 
             # Policy: -mean_batch of the ensemble-mean Q (only the actor steps; the critic's gradients from
             # this loss are cleared by the next critic zero_grad) + policy_reg_coef * mean(pretanh^2).
-            if self.fused_update:
-                for p in critic_params:
-                    p.requires_grad_(False)
-            try:
+            with frozen(critic_params):
                 pretanh = self.actor.pretanh(data.observations)
                 q_mean = self.policy.q_values(data.observations, th.tanh(pretanh)).mean(0)
                 reg_loss = self.policy_reg_coef * pretanh.pow(2).mean()
@@ -755,9 +751,6 @@ class STEVE(SafeAlgorithmMixin, OffPolicyAlgorithm):
                 self._check_finite(actor_loss, "actor loss")
                 self.actor.optimizer.zero_grad()
                 actor_loss.backward()
-            finally:
-                for p in critic_params:
-                    p.requires_grad_(True)
             self.actor.optimizer.step()
 
             if self._n_updates % self.target_update_interval == 0:

@@ -3,6 +3,7 @@ environment, the episode buffer), each pinned so that breaking it fails. Complem
 ``test_model_env.py`` and ``test_buffers.py``."""
 
 import numpy as np
+import pytest
 import torch
 from gymnasium import spaces
 
@@ -17,6 +18,7 @@ from sb3_mb.common.ensemble import (
     random_member_split,
 )
 from sb3_mb.common.model_env import ModelEnv
+from sb3_mb.common.utils import frozen, own_parameters
 
 
 def _data(n=60, in_dim=2, out_dim=1, seed=0):
@@ -181,3 +183,21 @@ def test_sampled_transitions_are_done_only_at_true_terminations():
     obs, dones = samples.observations[:, 0], samples.dones[:, 0]
     assert (obs == 0).any() and (obs == 5).any()
     torch.testing.assert_close(dones, (obs == 0).float())
+
+
+def test_frozen_parameters_get_no_gradient_and_are_restored_even_on_error():
+    """``frozen``: no gradient for the frozen parameters inside the block, ``requires_grad`` back on after
+    (also after an exception), and a parameter frozen before stays frozen."""
+
+    shared = torch.nn.Linear(2, 2)
+    actor, critic = torch.nn.Sequential(shared), torch.nn.Sequential(shared, torch.nn.Linear(2, 1))
+    already_frozen = torch.nn.Parameter(torch.ones(1), requires_grad=False)
+    critic_params = own_parameters(critic, shared_with=actor)
+    assert [id(p) for p in critic_params] == [id(p) for p in critic[1].parameters()]
+    with frozen([*critic_params, already_frozen]):
+        critic(torch.ones(1, 2)).sum().backward()
+    assert all(p.grad is None for p in critic_params) and shared.weight.grad is not None
+    assert all(p.requires_grad for p in critic_params) and not already_frozen.requires_grad
+    with pytest.raises(RuntimeError, match="inside"), frozen(critic_params):
+        raise RuntimeError("inside")
+    assert all(p.requires_grad for p in critic_params)
