@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.sac import SAC
 
-from sb3_mb.common.utils import frozen, own_parameters
+from sb3_mb.common.utils import foreach_polyak_update, frozen, own_parameters
 
 __all__ = ["OPTIMIZER_IMPLS", "FusedSACUpdate", "gradients_surely_finite", "relu_in_place", "set_adam_impl"]
 
@@ -281,11 +281,9 @@ class FusedSACUpdate:
             losses[step, 1] = actor_loss.detach()
 
             if step % model.target_update_interval == 0:
-                with th.no_grad():
-                    # SB3's polyak_update: (1 - tau) * target + tau * source, in the same two operations.
-                    th._foreach_mul_(target_params, 1 - model.tau)
-                    th._foreach_add_(target_params, source_params, alpha=model.tau)
-                    if bn_stats:
+                foreach_polyak_update(source_params, target_params, model.tau)
+                if bn_stats:
+                    with th.no_grad():
                         th._foreach_copy_(bn_stats_target, bn_stats)
         means = losses[:gradient_steps].mean(dim=0).tolist()
         out = {"critic_loss": means[0], "actor_loss": means[1], "ent_coef": means[2]}

@@ -17,7 +17,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm import TqdmExperimentalWarning
 from tqdm.rich import tqdm
 
-__all__ = ["default_policy", "frozen", "make_progress_bar", "own_parameters", "resolve_policy_and_env"]
+__all__ = [
+    "default_policy",
+    "foreach_polyak_update",
+    "frozen",
+    "make_progress_bar",
+    "own_parameters",
+    "resolve_policy_and_env",
+]
 
 
 def default_policy(observation_space: spaces.Space, policy_aliases: Mapping[str, Any]) -> str:
@@ -109,3 +116,11 @@ def frozen(parameters: Iterable[th.nn.Parameter]) -> Iterator[None]:
     finally:
         for p in switched:
             p.requires_grad_(True)
+
+
+@th.no_grad()
+def foreach_polyak_update(params: list[th.Tensor], target_params: list[th.Tensor], tau: float) -> None:
+    """SB3's ``polyak_update``, ``target <- (1 - tau) target + tau source`` in the same two operations, as two
+    ``_foreach`` kernels over all tensors instead of two per tensor (the lists pair up in order)."""
+    th._foreach_mul_(target_params, 1.0 - tau)
+    th._foreach_add_(target_params, params, alpha=tau)

@@ -42,6 +42,7 @@ from torch import nn
 from sb3_mb.common.checks import check_finite
 from sb3_mb.common.distributions import gaussian_nll
 from sb3_mb.common.save_util import atomic_write
+from sb3_mb.common.utils import foreach_polyak_update
 from sb3_mb.gammamodels.flows import FlowOps, conditional_spline_flow, initialize_actnorm
 
 __all__ = ["OBJECTIVES", "GammaModel", "gamma_mve_weights", "policy_function"]
@@ -337,11 +338,8 @@ class GammaModel(nn.Module):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        if self.fused:  # SB3's polyak_update, target ← (1 - τ) target + τ online, as two foreach ops
-            with th.no_grad():
-                target_parameters = list(self.target_flow.parameters())
-                th._foreach_mul_(target_parameters, 1.0 - self.tau)
-                th._foreach_add_(target_parameters, list(self.flow.parameters()), alpha=self.tau)
+        if self.fused:
+            foreach_polyak_update(list(self.flow.parameters()), list(self.target_flow.parameters()), self.tau)
         else:
             polyak_update(self.flow.parameters(), self.target_flow.parameters(), self.tau)
         self.n_updates += 1
