@@ -70,6 +70,9 @@ def _train(objective: str, gamma: float, n_updates: int, batch_size: int = 256, 
 def test_orthogonal_lu_is_orthogonal_and_the_flow_inverts():
     from zuko.transforms import LULinearTransform, PermutationTransform
 
+    # Seeded: the float32 round trip misses 1e-4 for ~1.5 % of random flows and inputs (up to 6e-4 over 200
+    # seeds), so without a seed the test depended on what ran before it in the worker.
+    th.manual_seed(0)
     order, lu = _orthogonal_lu(3, th.Generator().manual_seed(0))
     x = th.randn(10, 3)
     y = LULinearTransform(lu)(PermutationTransform(order)(x))
