@@ -32,10 +32,9 @@ import json
 import os
 import platform
 import statistics
-import time
 
 import torch as th
-from measure import matmul_flops_per_second, peak_rss_mb, sync  # benchmarks/ is the script's directory
+from measure import matmul_flops_per_second, peak_rss_mb, timed  # benchmarks/ is the script's directory
 
 from sb3_mb.gammamodels import GammaModel
 
@@ -65,14 +64,14 @@ def make_batch(batch_size: int, device: str) -> tuple[th.Tensor, ...]:
     return tuple(t.to(device) for t in (obs, actions, next_obs, next_actions))
 
 
-def timed(model: GammaModel, batch: tuple[th.Tensor, ...], n: int, device: str) -> float:
-    """Seconds per update over ``n`` updates."""
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        model.update(*batch)
-    sync(device)
-    return (time.perf_counter() - start) / n
+def seconds_per_update(model: GammaModel, batch: tuple[th.Tensor, ...], n: int, device: str) -> float:
+    """Wall seconds per update over ``n`` updates."""
+
+    def updates() -> None:
+        for _ in range(n):
+            model.update(*batch)
+
+    return timed(updates, device)[0] / n
 
 
 def main() -> None:
@@ -98,12 +97,12 @@ def main() -> None:
             th.manual_seed(0)
             models[name] = GammaModel(3, 1, gamma=0.99, objective=objective, **kwargs).to(args.device)
             # the first update initialises ActNorm and, with compile=True, compiles
-            first[name] = timed(models[name], batch, 1, args.device)
-            timed(models[name], batch, 2, args.device)  # warm-up
+            first[name] = seconds_per_update(models[name], batch, 1, args.device)
+            seconds_per_update(models[name], batch, 2, args.device)  # warm-up
         seconds = {name: [] for name in paths}
         for _ in range(args.rounds):
             for name, model in models.items():
-                seconds[name].append(timed(model, batch, args.updates, args.device))
+                seconds[name].append(seconds_per_update(model, batch, args.updates, args.device))
         for name, model in models.items():
             median = statistics.median(seconds[name])
             flops = flop_factor(model) * mlp_flops_per_sample(model) * args.batch_size / median

@@ -1,5 +1,5 @@
 """Measurements shared by the benchmark scripts (issue 15): the machine's matmul rate as the reference for a
-FLOP/s fraction, peak resident memory beside every time, and device synchronisation before a clock read.
+FLOP/s fraction, peak resident memory beside every time, and device-synchronised timing.
 
 Scripts in this folder import it as ``from measure import ...`` (``benchmarks/`` is the running script's
 directory, so it is on ``sys.path``).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable
 
 import torch as th
 
@@ -18,6 +19,17 @@ def sync(device: th.device | str) -> None:
     """Wait for queued CUDA work on ``device`` (no-op on CPU) so that a clock read after it is honest."""
     if th.device(device).type == "cuda":
         th.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: th.device | str) -> tuple[float, float]:
+    """``(wall seconds, this process's CPU seconds)`` of ``fn()``, synchronised with ``device`` before and
+    after; the CPU time does not count the time the process waits for a core, so it is the steadier figure
+    on a shared machine (one thread)."""
+    sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def matmul_flops_per_second(

@@ -38,12 +38,11 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 import gymnasium as gym
 import numpy as np
 import torch as th
-from measure import peak_rss_mb, sync  # benchmarks/ is the script's directory
+from measure import peak_rss_mb, timed  # benchmarks/ is the script's directory
 from stable_baselines3.common.torch_layers import create_mlp
 from torch import nn
 from torch.nn import functional as F
@@ -150,14 +149,6 @@ def build(name: str, args: argparse.Namespace, device: th.device):
     return standin_update
 
 
-def timed(update, device: th.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    update()
-    sync(device)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -194,11 +185,11 @@ def main() -> None:
     if args.conv == "both":
         names += ["planet_reference_conv", "standin_reference_conv"]
     updates = {name: build(name, args, device) for name in names}
-    first_call = {name: timed(update, device) for name, update in updates.items()}
+    first_call = {name: timed(update, device)[0] for name, update in updates.items()}
     times = {name: [] for name in updates}
     for _ in range(args.repeats):
         for name, update in updates.items():
-            times[name].append(timed(update, device))
+            times[name].append(timed(update, device)[0])
     ms = {name: 1000 * float(np.median(values)) for name, values in times.items()}
 
     results = {

@@ -41,10 +41,9 @@ import json
 import os
 import platform
 import statistics
-import time
 
 import torch as th
-from measure import matmul_flops_per_second, peak_rss_mb, sync
+from measure import matmul_flops_per_second, peak_rss_mb, timed
 from stable_baselines3 import DDPG
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import get_actor_critic_arch
@@ -53,16 +52,6 @@ from sb3_mb import STEVE
 from zoo.hyperparams import load_hyperparams
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "steve_speed.json")
-
-
-def timed(fn, device: str) -> tuple[float, float]:
-    """``(wall seconds, this process's CPU seconds)`` of ``fn()``; the CPU time does not count the time the
-    process waits for a core, so it is the steadier figure on a shared machine (one thread)."""
-    sync(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    sync(device)
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def run_steps(model, n_steps: int, device: str) -> tuple[float, float]:
